@@ -1,0 +1,11 @@
+package main
+
+import (
+	"context"
+	"io"
+)
+
+func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error { return nil }
+func runBaselineServer(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return nil
+}

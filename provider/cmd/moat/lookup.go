@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"path/filepath"
+	"text/tabwriter"
+	"time"
+
+	"github.com/moat-dev/moat/provider/internal/client"
+)
+
+func runLookup(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("lookup", stderr, "[--url URL] [--certs DIR | --ca FILE --cert FILE --key FILE] REF...")
+	url := fs.String("url", "https://localhost:8443/validate", "provider endpoint: .../validate or .../mutate")
+	certDir := fs.String("certs", "", "directory written by 'moat dev-certs': sets --ca, --cert and --key")
+	ca := fs.String("ca", "", "CA that signed the provider's certificate")
+	cert := fs.String("cert", "", "client certificate to present")
+	key := fs.String("key", "", "client private key")
+	output := fs.String("o", "text", "output: text (one line per key) or json (the ProviderResponse as received)")
+	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait for the answer")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		return usageError{"name at least one image reference"}
+	}
+	if *certDir != "" {
+		*ca = filepath.Join(*certDir, "ca.crt")
+		*cert = filepath.Join(*certDir, "client.crt")
+		*key = filepath.Join(*certDir, "client.key")
+	}
+	if *output != "text" && *output != "json" {
+		return usageError{fmt.Sprintf("-o %q: want text or json", *output)}
+	}
+	conf, err := client.TLSConfig(client.Files{CA: *ca, Cert: *cert, Key: *key})
+	if err != nil {
+		return err
+	}
+	c := client.New(conf, 1, *timeout)
+	code, raw, err := client.Post(ctx, c, *url, client.Body(fs.Args()))
+	if err != nil {
+		return err
+	}
+	var resp client.Response
+	if err := json.Unmarshal(raw, &resp); err != nil {
+		return fmt.Errorf("HTTP %d, not a ProviderResponse: %s", code, raw)
+	}
+	if *output == "json" {
+		fmt.Fprintf(stdout, "%s\n", raw)
+	}
+	if resp.Response.SystemError != "" {
+		fmt.Fprintf(stderr, "moat lookup: HTTP %d: %s\n", code, resp.Response.SystemError)
+		return exitCode(1)
+	}
+	failed := 0
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	for _, it := range resp.Response.Items {
+		if it.Error != "" {
+			failed++
+		}
+		if *output == "text" {
+			fmt.Fprintf(tw, "%s\t%s\n", it.Key, describe(it))
+		}
+	}
+	tw.Flush()
+	if failed > 0 {
+		return exitCode(3)
+	}
+	return nil
+}
+
+// describe is one line for a person: the pinned reference, or the error.
+func describe(it client.Item) string {
+	if it.Error != "" {
+		return "error: " + it.Error
+	}
+	var s string
+	if json.Unmarshal(it.Value, &s) == nil { // /mutate answers a string
+		return s
+	}
+	var v struct {
+		Pinned    string `json:"pinned"`
+		MediaType string `json:"mediaType"`
+	}
+	if json.Unmarshal(it.Value, &v) == nil && v.Pinned != "" {
+		if v.MediaType != "" {
+			return v.Pinned + "  (" + v.MediaType + ")"
+		}
+		return v.Pinned
+	}
+	return string(it.Value)
+}

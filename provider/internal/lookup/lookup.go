@@ -1,0 +1,266 @@
+// Package lookup answers image keys from the cache and resolves the rest.
+//
+// Admission never waits on a registry longer than the request deadline: a
+// miss starts a resolution (one per canonical reference, however many
+// requests ask), the request waits for it until its deadline, and a
+// resolution still running then goes on in the background and fills the
+// cache for the next call.
+package lookup
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+
+	"github.com/moat-dev/moat/provider/internal/cache"
+	"github.com/moat-dev/moat/provider/internal/metrics"
+	"github.com/moat-dev/moat/provider/internal/protocol"
+	"github.com/moat-dev/moat/provider/internal/reference"
+	"github.com/moat-dev/moat/provider/internal/resolve"
+)
+
+// Resolver resolves a tag to a digest; *resolve.Resolver is the real one.
+type Resolver interface {
+	Resolve(ctx context.Context, ref reference.Ref) (resolve.Result, error)
+}
+
+// Options configure a Service.
+type Options struct {
+	CacheSize int
+	// DigestTTL is how long a resolved digest is served.
+	DigestTTL time.Duration
+	// ErrorTTL is how long a failed resolution is served before the next try.
+	ErrorTTL time.Duration
+	// StaleWhileRevalidate serves an expired digest for this long while a
+	// refresh runs (0: off). A refresh that fails keeps the stale digest
+	// until this window closes.
+	StaleWhileRevalidate time.Duration
+	// ResolveTimeout bounds one resolution, which may outlive the request.
+	ResolveTimeout time.Duration
+}
+
+// Answer is the pre-encoded answer for one key, shared by every request
+// that asks for it while it is cached. It is never modified.
+type Answer struct {
+	// Validate and Mutate are the item bodies (`"value":…` or `"error":…`)
+	// for the two endpoints.
+	Validate []byte
+	Mutate   []byte
+	// Reason is empty for a value, else a short label of the error.
+	Reason string
+}
+
+// Service answers keys. It is safe for concurrent use.
+type Service struct {
+	opts     Options
+	resolver Resolver
+	cache    *cache.Cache[string, *Answer]
+	flight   singleflight.Group
+	metrics  *metrics.Metrics
+	log      *slog.Logger
+	now      func() time.Time
+}
+
+// New returns a Service.
+func New(opts Options, r Resolver, m *metrics.Metrics, log *slog.Logger) (*Service, error) {
+	c, err := cache.New[string, *Answer](opts.CacheSize, func() { m.CacheEvictions.Inc() })
+	if err != nil {
+		return nil, fmt.Errorf("cache: %w", err)
+	}
+	m.SetCacheLen(c.Len)
+	return &Service{opts: opts, resolver: r, cache: c, metrics: m, log: log, now: time.Now}, nil
+}
+
+// Lookup answers keys, in order, waiting for resolutions until deadline or
+// until ctx ends. Every key gets an answer.
+func (s *Service) Lookup(ctx context.Context, deadline time.Time, keys []string) []*Answer {
+	out := make([]*Answer, len(keys))
+	var waits []wait
+	var hits, stale int
+	for i, k := range keys {
+		a, f := s.cache.Get(k)
+		switch f {
+		case cache.Fresh:
+			out[i] = a
+			hits++
+			continue
+		case cache.Stale:
+			out[i] = a
+			stale++
+			s.refresh(k)
+			continue
+		}
+		if a, ch := s.start(k); a != nil {
+			out[i] = a
+		} else {
+			waits = append(waits, wait{index: i, key: k, ch: ch})
+		}
+	}
+	s.metrics.CacheHits.Add(float64(hits))
+	s.metrics.CacheStaleHits.Add(float64(stale))
+	s.metrics.CacheMisses.Add(float64(len(keys) - hits - stale))
+	if len(waits) == 0 {
+		return out
+	}
+
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	expired := false
+	for _, w := range waits {
+		if !expired {
+			select {
+			case a := <-w.ch:
+				out[w.index] = a
+				continue
+			case <-timer.C:
+				expired = true
+			case <-ctx.Done():
+				expired = true
+			}
+		}
+		// Take an answer that arrived meanwhile; otherwise say it is pending.
+		select {
+		case a := <-w.ch:
+			out[w.index] = a
+		default:
+			out[w.index] = pending(w.key)
+		}
+	}
+	return out
+}
+
+type wait struct {
+	index int
+	key   string
+	ch    <-chan *Answer
+}
+
+// start answers k at once when no registry is needed (bad reference,
+// pinned digest), else starts or joins its resolution and returns a channel
+// that yields the answer.
+func (s *Service) start(k string) (*Answer, <-chan *Answer) {
+	ref, err := reference.Parse(k)
+	if err != nil {
+		a := errorAnswer("invalid_reference", err.Error())
+		s.cache.Add(k, a, 0, 0) // a bad key stays bad
+		return a, nil
+	}
+	if ref.IsPinned() {
+		a := pinnedAnswer(k, ref)
+		s.cache.Add(k, a, 0, 0) // a digest never moves
+		return a, nil
+	}
+	res := s.flight.DoChan(ref.String(), s.resolveFunc(k, ref, false))
+	ch := make(chan *Answer, 1)
+	go func() {
+		r := <-res
+		a := r.Val.(*Answer)
+		// The resolution cached itself under the key that started it; a
+		// request that spelt the image differently caches it under its own.
+		s.cache.Add(k, a, s.ttl(a), s.opts.StaleWhileRevalidate)
+		ch <- a
+	}()
+	return nil, ch
+}
+
+// refresh re-resolves a stale key in the background.
+func (s *Service) refresh(k string) {
+	ref, err := reference.Parse(k)
+	if err != nil {
+		return
+	}
+	s.flight.DoChan(ref.String(), s.resolveFunc(k, ref, true))
+}
+
+func (s *Service) ttl(a *Answer) time.Duration {
+	if a.Reason != "" {
+		return s.opts.ErrorTTL
+	}
+	return s.opts.DigestTTL
+}
+
+// resolveFunc asks the registry and caches the answer under k before the
+// flight ends, so no request can miss between the two.
+func (s *Service) resolveFunc(k string, ref reference.Ref, refresh bool) func() (any, error) {
+	return func() (v any, _ error) {
+		s.metrics.InflightResolution.Inc()
+		defer s.metrics.InflightResolution.Dec()
+		defer func() {
+			if p := recover(); p != nil { // never let one key take the process down
+				s.log.Error("digest resolution panicked", "reference", ref.String(), "panic", fmt.Sprint(p))
+				v = errorAnswer("internal", fmt.Sprintf("%s: internal error while resolving the digest", ref))
+			}
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), s.opts.ResolveTimeout)
+		defer cancel()
+		start := s.now()
+		res, err := s.resolver.Resolve(ctx, ref)
+		var a *Answer
+		if err != nil {
+			reason := "other"
+			if re, ok := err.(*resolve.Error); ok {
+				reason = re.Reason
+			}
+			s.metrics.Resolutions.WithLabelValues("error").Inc()
+			s.log.Warn("digest resolution failed", "reference", ref.String(), "reason", reason, "error", err.Error(), "duration", s.now().Sub(start))
+			a = errorAnswer(reason, err.Error())
+			if refresh {
+				// Keep serving the stale digest until its window closes;
+				// only requests that joined this flight see the error.
+				return a, nil
+			}
+		} else {
+			s.metrics.Resolutions.WithLabelValues("resolved").Inc()
+			s.log.Debug("digest resolved", "reference", ref.String(), "digest", res.Digest, "duration", s.now().Sub(start))
+			a = resolvedAnswer(ref, res, s.now())
+		}
+		s.cache.Add(k, a, s.ttl(a), s.opts.StaleWhileRevalidate)
+		return a, nil
+	}
+}
+
+func resolvedAnswer(ref reference.Ref, res resolve.Result, at time.Time) *Answer {
+	pinned := ref.Pinned(res.Digest)
+	v, err := protocol.ValueBody(Value{
+		Schema:     Schema,
+		Reference:  ref.String(),
+		Digest:     res.Digest,
+		Pinned:     pinned,
+		MediaType:  res.MediaType,
+		ResolvedAt: at.UTC().Format(time.RFC3339),
+	})
+	if err != nil { // a struct of strings always encodes
+		return errorAnswer("internal", err.Error())
+	}
+	m, _ := protocol.ValueBody(pinned)
+	return &Answer{Validate: v, Mutate: m}
+}
+
+// pinnedAnswer answers a key that already names a digest: nothing to
+// resolve, and mutation returns the key unchanged.
+func pinnedAnswer(k string, ref reference.Ref) *Answer {
+	v, err := protocol.ValueBody(Value{
+		Schema:    Schema,
+		Reference: ref.String(),
+		Digest:    ref.Digest,
+		Pinned:    ref.String(),
+	})
+	if err != nil {
+		return errorAnswer("internal", err.Error())
+	}
+	m, _ := protocol.ValueBody(k)
+	return &Answer{Validate: v, Mutate: m}
+}
+
+func errorAnswer(reason, msg string) *Answer {
+	b := protocol.ErrorBody(msg)
+	return &Answer{Validate: b, Mutate: b, Reason: reason}
+}
+
+func pending(k string) *Answer {
+	return errorAnswer("pending", fmt.Sprintf(
+		"%s: digest resolution did not finish before this request's deadline; it goes on in the background and the next request gets its answer", k))
+}

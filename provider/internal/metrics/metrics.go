@@ -1,0 +1,112 @@
+// Package metrics holds Moat's Prometheus collectors, registered on a
+// registry of their own so tests can make as many as they like.
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics are the collectors every part of the provider reports to.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	Requests        *prometheus.CounterVec   // endpoint, code
+	Keys            *prometheus.CounterVec   // endpoint
+	KeyErrors       *prometheus.CounterVec   // endpoint, reason
+	RequestDuration *prometheus.HistogramVec // endpoint
+
+	CacheHits      prometheus.Counter
+	CacheStaleHits prometheus.Counter
+	CacheMisses    prometheus.Counter
+	CacheEvictions prometheus.Counter
+	CacheEntries   prometheus.GaugeFunc
+
+	RegistryRequests *prometheus.CounterVec // host, method
+	RegistryErrors   *prometheus.CounterVec // host, reason
+	Resolutions      *prometheus.CounterVec // outcome
+
+	HandshakeFailures  *prometheus.CounterVec // reason
+	CertReloads        *prometheus.CounterVec // result
+	ClientVerifyOff    prometheus.Gauge
+	InflightResolution prometheus.Gauge
+}
+
+// New builds and registers the collectors. cacheLen, if not nil, reports the
+// number of cached entries.
+func New(cacheLen func() int) *Metrics {
+	reg := prometheus.NewRegistry()
+	m := &Metrics{
+		Registry: reg,
+		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "moat_requests_total", Help: "External-data requests by endpoint and HTTP status code.",
+		}, []string{"endpoint", "code"}),
+		Keys: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "moat_keys_total", Help: "Keys received by endpoint.",
+		}, []string{"endpoint"}),
+		KeyErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "moat_key_errors_total", Help: "Keys answered with an error, by endpoint and reason.",
+		}, []string{"endpoint", "reason"}),
+		RequestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "moat_request_duration_seconds",
+			Help:    "Time from request received to response written.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"endpoint"}),
+		CacheHits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "moat_cache_hits_total", Help: "Keys answered from the cache while fresh.",
+		}),
+		CacheStaleHits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "moat_cache_stale_hits_total", Help: "Keys answered from an expired entry while it was refreshed (stale-while-revalidate).",
+		}),
+		CacheMisses: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "moat_cache_misses_total", Help: "Keys not in the cache, or expired.",
+		}),
+		CacheEvictions: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "moat_cache_evictions_total", Help: "Entries pushed out of the cache to make room.",
+		}),
+		RegistryRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "moat_registry_requests_total", Help: "HTTP requests sent to registries, by host and method.",
+		}, []string{"host", "method"}),
+		RegistryErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "moat_registry_errors_total", Help: "Failed digest resolutions, by registry host and reason.",
+		}, []string{"host", "reason"}),
+		Resolutions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "moat_resolutions_total", Help: "Digest resolutions started, by outcome.",
+		}, []string{"outcome"}),
+		HandshakeFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "moat_tls_handshake_failures_total", Help: "Refused TLS connections, by reason.",
+		}, []string{"reason"}),
+		CertReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "moat_certificate_reloads_total", Help: "Certificate and CA reloads, by result.",
+		}, []string{"result"}),
+		ClientVerifyOff: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "moat_client_verification_disabled", Help: "1 when the development flag --insecure-skip-client-verify is set.",
+		}),
+		InflightResolution: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "moat_resolutions_inflight", Help: "Digest resolutions running now.",
+		}),
+	}
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.Requests, m.Keys, m.KeyErrors, m.RequestDuration,
+		m.CacheHits, m.CacheStaleHits, m.CacheMisses, m.CacheEvictions,
+		m.RegistryRequests, m.RegistryErrors, m.Resolutions,
+		m.HandshakeFailures, m.CertReloads, m.ClientVerifyOff, m.InflightResolution,
+	)
+	if cacheLen != nil {
+		m.SetCacheLen(cacheLen)
+	}
+	return m
+}
+
+// SetCacheLen registers the gauge of cached entries once the cache exists.
+func (m *Metrics) SetCacheLen(f func() int) {
+	if m.CacheEntries != nil {
+		return
+	}
+	m.CacheEntries = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "moat_cache_entries", Help: "Entries in the answer cache.",
+	}, func() float64 { return float64(f()) })
+	m.Registry.MustRegister(m.CacheEntries)
+}

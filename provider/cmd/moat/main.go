@@ -28,7 +28,10 @@ var commands = map[string]command{
 	"lookup":       {summary: "send one ProviderRequest and print the answers", run: runLookup},
 	"dev-registry": {summary: "run an in-memory OCI registry with sample images (development)", run: runDevRegistry},
 	"bench":        {summary: "measure the provider against a minimal server (see make bench)", run: runBench},
-	"version":      {summary: "print the version", run: func(_ context.Context, _ []string, out, _ io.Writer) error { _, err := fmt.Fprintln(out, version); return err }},
+	"version": {summary: "print the version", run: func(_ context.Context, _ []string, out, _ io.Writer) error {
+		_, err := fmt.Fprintln(out, version)
+		return err
+	}},
 	// The minimal server `moat bench` compares the provider with.
 	"bench-baseline-server": {run: runBaselineServer, hidden: true},
 }

@@ -39,6 +39,10 @@ type Reloader struct {
 
 // NewReloader returns a Reloader; nothing is loaded until Load or Watch.
 func NewReloader(f Files, log *slog.Logger, m *metrics.Metrics) *Reloader {
+	// Export every refusal reason at zero so alerts can use rate() at once.
+	for _, r := range []string{ReasonNoCert, ReasonUntrusted, ReasonExpired, ReasonWrongUsage, ReasonTLSVersion, ReasonNotLoaded, ReasonOtherClient} {
+		m.HandshakeFailures.WithLabelValues(r)
+	}
 	return &Reloader{files: f, log: log, metrics: m}
 }
 

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 )
 
 // APIVersion and the kinds of the external-data protocol.
@@ -62,6 +63,9 @@ func Decode(body []byte, lim Limits) (*ProviderRequest, error) {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if err := dec.Decode(&req); err != nil {
 		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) && strings.HasPrefix(typeErr.Field, "request.keys") {
+			return nil, badRequest("invalid ProviderRequest: request.keys must be an array of strings (image references), got %s", typeErr.Value)
+		}
 		if errors.As(err, &typeErr) {
 			return nil, badRequest("invalid ProviderRequest: field %q must be %s, got %s", typeErr.Field, describeGoType(typeErr.Type.String()), typeErr.Value)
 		}
@@ -177,4 +181,3 @@ func AppendString(b []byte, s string) []byte {
 	b = append(b, s...)
 	return append(b, '"')
 }
-

@@ -1,0 +1,195 @@
+// Package testenv starts a whole provider on loopback for tests and
+// benchmarks: a real in-memory OCI registry, development certificates, and
+// `moat serve`'s stack (resolver, cache, mutual-TLS server) on free ports.
+package testenv
+
+import (
+	"context"
+	"crypto/tls"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/moat-dev/moat/provider/internal/certs"
+	"github.com/moat-dev/moat/provider/internal/client"
+	"github.com/moat-dev/moat/provider/internal/devregistry"
+	"github.com/moat-dev/moat/provider/internal/lookup"
+	"github.com/moat-dev/moat/provider/internal/metrics"
+	"github.com/moat-dev/moat/provider/internal/mtls"
+	"github.com/moat-dev/moat/provider/internal/protocol"
+	"github.com/moat-dev/moat/provider/internal/resolve"
+	"github.com/moat-dev/moat/provider/internal/server"
+)
+
+// Env is a running provider and its registry.
+type Env struct {
+	// Registry is the in-memory registry; RegistryHost is its "127.0.0.1:port".
+	Registry     *devregistry.Registry
+	RegistryHost string
+	// CertDir holds ca.crt, tls.crt, tls.key, client.crt, client.key.
+	CertDir string
+	Certs   *certs.DevSet
+	// URL is the provider's base URL ("https://127.0.0.1:port").
+	URL     string
+	OpsURL  string
+	Metrics *metrics.Metrics
+	Service *lookup.Service
+	// Log receives the provider's logs (JSON lines).
+	Log *SyncBuffer
+}
+
+// Config adjusts the provider the Env starts.
+type Config struct {
+	Server server.Options
+	Lookup lookup.Options
+	Reg    resolve.Options
+}
+
+// Defaults are the `moat serve` defaults, with a short reload interval.
+func Defaults() Config {
+	return Config{
+		Server: server.Options{
+			Limits:             protocol.Limits{MaxBodyBytes: 1 << 20, MaxKeys: 2000},
+			ValidateDeadline:   2 * time.Second,
+			MutateDeadline:     800 * time.Millisecond,
+			CertReloadInterval: 50 * time.Millisecond,
+			ShutdownTimeout:    5 * time.Second,
+		},
+		Lookup: lookup.Options{
+			CacheSize:      100000,
+			DigestTTL:      5 * time.Minute,
+			ErrorTTL:       10 * time.Second,
+			ResolveTimeout: 10 * time.Second,
+		},
+		Reg: resolve.Options{PerHostConcurrency: 32},
+	}
+}
+
+// Start starts a registry and a provider; both stop when tb ends.
+func Start(tb testing.TB, cfg Config) *Env {
+	tb.Helper()
+	reg := devregistry.New()
+	rs := httptest.NewServer(reg)
+	tb.Cleanup(rs.Close)
+	regHost := strings.TrimPrefix(rs.URL, "http://")
+
+	dir := tb.TempDir()
+	set, err := certs.NewDevSet(nil, time.Hour)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := set.Write(dir); err != nil {
+		tb.Fatal(err)
+	}
+
+	logBuf := &SyncBuffer{}
+	log := slog.New(slog.NewJSONHandler(logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	m := metrics.New(nil)
+	cfg.Reg.InsecureRegistries = append(cfg.Reg.InsecureRegistries, regHost)
+	res := resolve.New(cfg.Reg, m)
+	svc, err := lookup.New(cfg.Lookup, res, m, log)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	rl := mtls.NewReloader(mtls.Files{
+		Cert: filepath.Join(dir, "tls.crt"), Key: filepath.Join(dir, "tls.key"), ClientCA: filepath.Join(dir, "ca.crt"),
+	}, log, m)
+	srv := server.New(cfg.Server, svc, rl, m, log)
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	opsLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln, opsLn) }()
+	tb.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			tb.Errorf("provider shutdown: %v", err)
+		}
+	})
+	e := &Env{
+		Registry: reg, RegistryHost: regHost, CertDir: dir, Certs: set,
+		URL: "https://" + ln.Addr().String(), OpsURL: "http://" + opsLn.Addr().String(),
+		Metrics: m, Service: svc, Log: logBuf,
+	}
+	e.waitReady(tb)
+	return e
+}
+
+func (e *Env) waitReady(tb testing.TB) {
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(e.OpsURL + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	tb.Fatal("provider not ready after 10s")
+}
+
+// Path is a file in CertDir.
+func (e *Env) Path(name string) string { return filepath.Join(e.CertDir, name) }
+
+// ClientTLS is the TLS configuration of a client holding the dev client
+// certificate, as Gatekeeper would.
+func (e *Env) ClientTLS(tb testing.TB) *tls.Config {
+	tb.Helper()
+	c, err := client.TLSConfig(client.Files{CA: e.Path("ca.crt"), Cert: e.Path("client.crt"), Key: e.Path("client.key")})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return c
+}
+
+// Client is an HTTP client with the dev client certificate.
+func (e *Env) Client(tb testing.TB) *http.Client {
+	return client.New(e.ClientTLS(tb), 8, 30*time.Second)
+}
+
+// Push pushes a random image to repoTag ("demo/app:v1") in the registry
+// and returns the full reference and digest.
+func (e *Env) Push(tb testing.TB, repoTag string) (ref, digest string) {
+	tb.Helper()
+	ref = e.RegistryHost + "/" + repoTag
+	d, err := devregistry.Push(context.Background(), ref)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return ref, d
+}
+
+// SyncBuffer is an io.Writer safe for concurrent use.
+type SyncBuffer struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (b *SyncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.buf = append(b.buf, p...)
+	return len(p), nil
+}
+
+// String is everything written so far.
+func (b *SyncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return string(b.buf)
+}

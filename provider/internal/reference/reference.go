@@ -22,6 +22,7 @@ import (
 const MaxLength = 1024
 
 const (
+	maxRepository      = 255 // the distribution spec's limit on a repository path
 	dockerHubCanonical = "docker.io"
 	defaultTag         = "latest"
 )
@@ -62,6 +63,15 @@ func Parse(key string) (Ref, error) {
 		}
 	}
 
+	// go-containerregistry takes "https://ghcr.io/app" for registry "https:";
+	// the kubelet would refuse it, and a policy must not read it differently.
+	if strings.Contains(key, "://") {
+		return Ref{}, fmt.Errorf("%w: %q has a URL scheme; write the reference without it", ErrInvalid, key)
+	}
+	if strings.Contains(key, "//") || strings.HasPrefix(key, "/") {
+		return Ref{}, fmt.Errorf("%w: %q has an empty path component", ErrInvalid, key)
+	}
+
 	base, digest, pinned := strings.Cut(key, "@")
 	if pinned && strings.Contains(digest, "@") {
 		return Ref{}, fmt.Errorf("%w: %q has more than one '@'", ErrInvalid, key)
@@ -72,6 +82,13 @@ func Parse(key string) (Ref, error) {
 	tag, err := name.NewTag(base)
 	if err != nil {
 		return Ref{}, fmt.Errorf("%w: %q: %s", ErrInvalid, key, trimNamePrefix(err))
+	}
+	if n := len(tag.RepositoryStr()); n > maxRepository {
+		// Checked after "library/" is added: that is the name the registry sees.
+		return Ref{}, fmt.Errorf("%w: %q: repository path %q is %d characters, the limit is %d", ErrInvalid, key, clip(tag.RepositoryStr()), n, maxRepository)
+	}
+	if strings.HasSuffix(tag.RegistryStr(), ":") {
+		return Ref{}, fmt.Errorf("%w: %q: registry %q has an empty port", ErrInvalid, key, tag.RegistryStr())
 	}
 	r := Ref{
 		Registry: tag.RegistryStr(),
@@ -140,6 +157,13 @@ func canonicalRegistry(host string) string {
 		return dockerHubCanonical
 	}
 	return host
+}
+
+func clip(s string) string {
+	if len(s) > 40 {
+		return s[:40] + "…"
+	}
+	return s
 }
 
 // trimNamePrefix keeps go-containerregistry's explanation but not its

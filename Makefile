@@ -1,0 +1,48 @@
+# Moat: image trust for OPA Gatekeeper. `make help` lists the targets.
+
+GO        ?= go
+BIN       := bin/moat
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -s -w -X main.version=$(VERSION)
+IMAGE     ?= moat:$(VERSION)
+FUZZTIME  ?= 10s
+BENCHTIME ?= 5s
+
+.PHONY: help build run run-check test unit fuzz lint bench image clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+build: ## build bin/moat (static)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./provider/cmd/moat
+
+run: build ## dev certificates, a local registry with sample images, moat serve, and lookups against it
+	./hack/run.sh
+
+run-check: build ## run `make run` once, non-interactively, and fail if any step fails
+	MOAT_RUN_ONCE=1 MOAT_REGISTRY_PORT=15001 MOAT_PORT=18443 MOAT_METRICS_PORT=18080 ./hack/run.sh
+
+test: lint unit fuzz run-check ## everything CI runs
+
+unit: ## unit, integration and Gatekeeper-client tests
+	$(GO) test -race -count=1 ./provider/...
+	$(GO) test -count=1 ./test/...
+
+fuzz: ## each fuzz target for FUZZTIME (default 10s; FUZZTIME=10m for a longer run)
+	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./provider/internal/reference
+	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME) ./provider/internal/protocol
+
+lint: ## gofmt, go vet, staticcheck
+	@out=$$(gofmt -l provider test); if [ -n "$$out" ]; then echo "not gofmt-formatted:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) tool staticcheck ./...
+
+bench: build ## benchmarks with their figures (see README "Performance")
+	$(GO) test -run='^$$' -bench=. -benchtime=1x -count=1 ./provider/internal/lookup ./provider/internal/cache
+	./$(BIN) bench --duration $(BENCHTIME)
+
+image: ## container image (needs a Docker engine)
+	docker build --build-arg VERSION=$(VERSION) -t $(IMAGE) .
+
+clean:
+	rm -rf bin .run

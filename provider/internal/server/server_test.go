@@ -20,7 +20,7 @@ import (
 	"github.com/moat-dev/moat/provider/internal/devregistry"
 	"github.com/moat-dev/moat/provider/internal/lookup"
 	"github.com/moat-dev/moat/provider/internal/mtls"
-	"github.com/moat-dev/moat/provider/internal/testenv"
+	"github.com/moat-dev/moat/provider/testenv"
 )
 
 func lookupKeys(t *testing.T, env *testenv.Env, c *http.Client, path string, keys ...string) *client.Response {

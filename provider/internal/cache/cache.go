@@ -82,5 +82,8 @@ func (c *Cache[K, V]) Add(k K, v V, ttl, staleFor time.Duration) {
 	c.lru.Add(k, e)
 }
 
+// SetClock replaces the clock (tests).
+func (c *Cache[K, V]) SetClock(now func() time.Time) { c.now = now }
+
 // Len is the number of entries, expired ones included until they are evicted.
 func (c *Cache[K, V]) Len() int { return c.lru.Len() }

@@ -205,7 +205,7 @@ func (s *Service) resolveFunc(k string, ref reference.Ref, refresh bool) func() 
 				reason = re.Reason
 			}
 			s.metrics.Resolutions.WithLabelValues("error").Inc()
-			s.log.Warn("digest resolution failed", "reference", ref.String(), "reason", reason, "error", err.Error(), "duration", s.now().Sub(start))
+			s.log.Warn("digest resolution failed", "reference", ref.String(), "reason", reason, "error", err.Error(), "duration", s.now().Sub(start).String())
 			a = errorAnswer(reason, err.Error())
 			if refresh {
 				// Keep serving the stale digest until its window closes;
@@ -214,7 +214,7 @@ func (s *Service) resolveFunc(k string, ref reference.Ref, refresh bool) func() 
 			}
 		} else {
 			s.metrics.Resolutions.WithLabelValues("resolved").Inc()
-			s.log.Debug("digest resolved", "reference", ref.String(), "digest", res.Digest, "duration", s.now().Sub(start))
+			s.log.Debug("digest resolved", "reference", ref.String(), "digest", res.Digest, "duration", s.now().Sub(start).String())
 			a = resolvedAnswer(ref, res, s.now())
 		}
 		s.cache.Add(k, a, s.ttl(a), s.opts.StaleWhileRevalidate)

@@ -248,7 +248,7 @@ func (s *Server) Serve(ctx context.Context, ln, opsLn net.Listener) error {
 	go func() { errc <- api.Serve(tls.NewListener(ln, tlsConf)) }()
 	go func() { errc <- ops.Serve(opsLn) }()
 	s.log.Info("serving", "addr", ln.Addr().String(), "opsAddr", opsLn.Addr().String(),
-		"validateDeadline", s.opts.ValidateDeadline, "mutateDeadline", s.opts.MutateDeadline)
+		"validateDeadline", s.opts.ValidateDeadline.String(), "mutateDeadline", s.opts.MutateDeadline.String())
 
 	var err error
 	select {
@@ -258,12 +258,12 @@ func (s *Server) Serve(ctx context.Context, ln, opsLn net.Listener) error {
 	}
 	s.stopping.Store(true)
 	if err == nil && s.opts.ShutdownDelay > 0 {
-		s.log.Info("shutting down: not ready, still serving", "delay", s.opts.ShutdownDelay)
+		s.log.Info("shutting down: not ready, still serving", "delay", s.opts.ShutdownDelay.String())
 		time.Sleep(s.opts.ShutdownDelay)
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), s.opts.ShutdownTimeout)
 	defer cancel()
-	s.log.Info("shutting down: finishing in-flight requests", "timeout", s.opts.ShutdownTimeout)
+	s.log.Info("shutting down: finishing in-flight requests", "timeout", s.opts.ShutdownTimeout.String())
 	e1 := api.Shutdown(sctx)
 	e2 := ops.Shutdown(sctx)
 	if err != nil {

@@ -38,7 +38,8 @@ lint: ## gofmt, go vet, staticcheck
 	$(GO) tool staticcheck ./...
 
 bench: build ## benchmarks with their figures (see README "Performance")
-	$(GO) test -run='^$$' -bench=. -benchtime=1x -count=1 ./provider/internal/lookup ./provider/internal/cache
+	$(GO) test -run='^$$' -bench=MemoryPerCachedEntry -benchtime=1x -count=1 ./provider/internal/lookup
+	$(GO) test -run='^$$' -bench=CachedLookup -count=1 ./provider/internal/lookup
 	./$(BIN) bench --duration $(BENCHTIME)
 
 image: ## container image (needs a Docker engine)

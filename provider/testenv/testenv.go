@@ -90,7 +90,7 @@ func Start(tb testing.TB, cfg Config) *Env {
 
 	logBuf := &SyncBuffer{}
 	log := slog.New(slog.NewJSONHandler(logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	m := metrics.New(nil)
+	m := metrics.New()
 	cfg.Reg.InsecureRegistries = append(cfg.Reg.InsecureRegistries, regHost)
 	res := resolve.New(cfg.Reg, m)
 	svc, err := lookup.New(cfg.Lookup, res, m, log)

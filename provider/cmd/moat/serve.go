@@ -67,7 +67,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return usageError{err.Error()}
 	}
 
-	m := metrics.New(nil)
+	m := metrics.New()
 	res := resolve.New(resolve.Options{
 		PerHostConcurrency: *perHost,
 		RegistryConfig:     *regConfig,

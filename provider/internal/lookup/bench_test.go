@@ -29,7 +29,7 @@ func BenchmarkMemoryPerCachedEntry(b *testing.B) {
 	const n = 100_000
 	for range b.N {
 		s, err := New(Options{CacheSize: n, DigestTTL: time.Hour, ErrorTTL: time.Second, ResolveTimeout: time.Second},
-			digestPerTag{}, metrics.New(nil), slog.New(slog.NewTextHandler(io.Discard, nil)))
+			digestPerTag{}, metrics.New(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -81,7 +81,7 @@ func heap() uint64 {
 // (no TLS, no HTTP): the part of a request the cache decides.
 func BenchmarkCachedLookup(b *testing.B) {
 	s, err := New(Options{CacheSize: 1000, DigestTTL: time.Hour, ErrorTTL: time.Second, ResolveTimeout: time.Second},
-		digestPerTag{}, metrics.New(nil), slog.New(slog.NewTextHandler(io.Discard, nil)))
+		digestPerTag{}, metrics.New(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -49,7 +49,7 @@ func newService(t *testing.T, r Resolver, opts Options) (*Service, *clock) {
 	t.Helper()
 	opts.CacheSize = 100
 	opts.ResolveTimeout = time.Second
-	s, err := New(opts, r, metrics.New(nil), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s, err := New(opts, r, metrics.New(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

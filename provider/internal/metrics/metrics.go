@@ -32,9 +32,8 @@ type Metrics struct {
 	InflightResolution prometheus.Gauge
 }
 
-// New builds and registers the collectors. cacheLen, if not nil, reports the
-// number of cached entries.
-func New(cacheLen func() int) *Metrics {
+// New builds and registers the collectors.
+func New() *Metrics {
 	reg := prometheus.NewRegistry()
 	m := &Metrics{
 		Registry: reg,
@@ -94,9 +93,6 @@ func New(cacheLen func() int) *Metrics {
 		m.RegistryRequests, m.RegistryErrors, m.Resolutions,
 		m.HandshakeFailures, m.CertReloads, m.ClientVerifyOff, m.InflightResolution,
 	)
-	if cacheLen != nil {
-		m.SetCacheLen(cacheLen)
-	}
 	return m
 }
 

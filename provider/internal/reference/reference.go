@@ -81,7 +81,7 @@ func Parse(key string) (Ref, error) {
 	// "latest"; we only want that default when no digest was given.
 	tag, err := name.NewTag(base)
 	if err != nil {
-		return Ref{}, fmt.Errorf("%w: %q: %s", ErrInvalid, key, trimNamePrefix(err))
+		return Ref{}, fmt.Errorf("%w: %q: %s", ErrInvalid, key, err)
 	}
 	if n := len(tag.RepositoryStr()); n > maxRepository {
 		// Checked after "library/" is added: that is the name the registry sees.
@@ -102,7 +102,7 @@ func Parse(key string) (Ref, error) {
 	if pinned {
 		d, err := name.NewDigest(r.Repository + "@" + digest)
 		if err != nil {
-			return Ref{}, fmt.Errorf("%w: %q: %s", ErrInvalid, key, trimNamePrefix(err))
+			return Ref{}, fmt.Errorf("%w: %q: %s", ErrInvalid, key, err)
 		}
 		r.Digest = d.DigestStr()
 	} else if r.Tag == "" {
@@ -164,10 +164,4 @@ func clip(s string) string {
 		return s[:40] + "…"
 	}
 	return s
-}
-
-// trimNamePrefix keeps go-containerregistry's explanation but not its
-// repetition of the input.
-func trimNamePrefix(err error) string {
-	return strings.TrimSpace(err.Error())
 }

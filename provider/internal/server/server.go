@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/moat-dev/moat/provider/internal/lookup"
@@ -96,14 +97,14 @@ type endpoint struct {
 	name     string
 	deadline time.Duration
 	body     func(*lookup.Answer) []byte
-	requests map[int]interface{ Inc() }
-	keys     interface{ Add(float64) }
-	duration interface{ Observe(float64) }
+	requests map[int]prometheus.Counter // pre-resolved labels: no map lookup per request
+	keys     prometheus.Counter
+	duration prometheus.Observer
 }
 
 func (s *Server) endpoint(name string, deadline time.Duration, body func(*lookup.Answer) []byte) *endpoint {
 	e := &endpoint{s: s, name: name, deadline: deadline, body: body,
-		requests: map[int]interface{ Inc() }{},
+		requests: map[int]prometheus.Counter{},
 		keys:     s.metrics.Keys.WithLabelValues(name),
 		duration: s.metrics.RequestDuration.WithLabelValues(name),
 	}

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moat-dev/moat/provider/internal/app"
 	"github.com/moat-dev/moat/provider/internal/certs"
 	"github.com/moat-dev/moat/provider/internal/client"
 	"github.com/moat-dev/moat/provider/internal/devregistry"
@@ -44,12 +45,8 @@ type Env struct {
 	Log *SyncBuffer
 }
 
-// Config adjusts the provider the Env starts.
-type Config struct {
-	Server server.Options
-	Lookup lookup.Options
-	Reg    resolve.Options
-}
+// Config adjusts the provider the Env starts; Certs is filled in by Start.
+type Config = app.Config
 
 // Defaults are the `moat serve` defaults, with a short reload interval.
 func Defaults() Config {
@@ -67,7 +64,7 @@ func Defaults() Config {
 			ErrorTTL:       10 * time.Second,
 			ResolveTimeout: 10 * time.Second,
 		},
-		Reg: resolve.Options{PerHostConcurrency: 32},
+		Registry: resolve.Options{PerHostConcurrency: 32},
 	}
 }
 
@@ -90,17 +87,14 @@ func Start(tb testing.TB, cfg Config) *Env {
 
 	logBuf := &SyncBuffer{}
 	log := slog.New(slog.NewJSONHandler(logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	m := metrics.New()
-	cfg.Reg.InsecureRegistries = append(cfg.Reg.InsecureRegistries, regHost)
-	res := resolve.New(cfg.Reg, m)
-	svc, err := lookup.New(cfg.Lookup, res, m, log)
+	cfg.Registry.InsecureRegistries = append(cfg.Registry.InsecureRegistries, regHost)
+	cfg.Certs = mtls.Files{
+		Cert: filepath.Join(dir, "tls.crt"), Key: filepath.Join(dir, "tls.key"), ClientCA: filepath.Join(dir, "ca.crt"),
+	}
+	a, err := app.New(cfg, log)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	rl := mtls.NewReloader(mtls.Files{
-		Cert: filepath.Join(dir, "tls.crt"), Key: filepath.Join(dir, "tls.key"), ClientCA: filepath.Join(dir, "ca.crt"),
-	}, log, m)
-	srv := server.New(cfg.Server, svc, rl, m, log)
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -112,7 +106,7 @@ func Start(tb testing.TB, cfg Config) *Env {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln, opsLn) }()
+	go func() { done <- a.Server.Serve(ctx, ln, opsLn) }()
 	tb.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -122,7 +116,7 @@ func Start(tb testing.TB, cfg Config) *Env {
 	e := &Env{
 		Registry: reg, RegistryHost: regHost, CertDir: dir, Certs: set,
 		URL: "https://" + ln.Addr().String(), OpsURL: "http://" + opsLn.Addr().String(),
-		Metrics: m, Service: svc, Log: logBuf,
+		Metrics: a.Metrics, Service: a.Service, Log: logBuf,
 	}
 	e.waitReady(tb)
 	return e

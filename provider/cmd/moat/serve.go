@@ -8,8 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/moat-dev/moat/provider/internal/app"
 	"github.com/moat-dev/moat/provider/internal/lookup"
-	"github.com/moat-dev/moat/provider/internal/metrics"
 	"github.com/moat-dev/moat/provider/internal/mtls"
 	"github.com/moat-dev/moat/provider/internal/protocol"
 	"github.com/moat-dev/moat/provider/internal/resolve"
@@ -67,35 +67,36 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return usageError{err.Error()}
 	}
 
-	m := metrics.New()
-	res := resolve.New(resolve.Options{
-		PerHostConcurrency: *perHost,
-		RegistryConfig:     *regConfig,
-		InsecureRegistries: insecureRegs,
-		UserAgent:          "moat/" + version,
-	}, m)
-	svc, err := lookup.New(lookup.Options{
-		CacheSize:            *cacheSize,
-		DigestTTL:            *digestTTL,
-		ErrorTTL:             *errorTTL,
-		StaleWhileRevalidate: *swr,
-		ResolveTimeout:       *resolveLimit,
-	}, res, m, log)
+	a, err := app.New(app.Config{
+		Server: server.Options{
+			Limits:             protocol.Limits{MaxBodyBytes: *maxBody, MaxKeys: *maxKeys},
+			ValidateDeadline:   *valDeadline,
+			MutateDeadline:     *mutDeadline,
+			SkipClientVerify:   *skipVerify,
+			CertReloadInterval: *reloadEvery,
+			ShutdownDelay:      *shutdownWait,
+			ShutdownTimeout:    *shutdownMax,
+		},
+		Lookup: lookup.Options{
+			CacheSize:            *cacheSize,
+			DigestTTL:            *digestTTL,
+			ErrorTTL:             *errorTTL,
+			StaleWhileRevalidate: *swr,
+			ResolveTimeout:       *resolveLimit,
+		},
+		Registry: resolve.Options{
+			PerHostConcurrency: *perHost,
+			RegistryConfig:     *regConfig,
+			InsecureRegistries: insecureRegs,
+			UserAgent:          "moat/" + version,
+		},
+		Certs: mtls.Files{Cert: *tlsCert, Key: *tlsKey, ClientCA: *clientCA},
+	}, log)
 	if err != nil {
 		return err
 	}
-	certs := mtls.NewReloader(mtls.Files{Cert: *tlsCert, Key: *tlsKey, ClientCA: *clientCA}, log, m)
-	srv := server.New(server.Options{
-		Limits:             protocol.Limits{MaxBodyBytes: *maxBody, MaxKeys: *maxKeys},
-		ValidateDeadline:   *valDeadline,
-		MutateDeadline:     *mutDeadline,
-		SkipClientVerify:   *skipVerify,
-		CertReloadInterval: *reloadEvery,
-		ShutdownDelay:      *shutdownWait,
-		ShutdownTimeout:    *shutdownMax,
-	}, svc, certs, m, log)
 	log.Info("moat starting", "version", version)
-	if err := srv.Run(ctx, *addr, *opsAddr); err != nil {
+	if err := a.Server.Run(ctx, *addr, *opsAddr); err != nil {
 		return err
 	}
 	log.Info("moat stopped")

@@ -45,6 +45,18 @@ type Registry struct {
 	// manifestHeads counts HEAD requests for manifests: digest resolutions.
 	manifestHeads atomic.Int64
 	requests      atomic.Int64
+	auth          atomic.Pointer[[2]string]
+	inFlight      atomic.Int64
+	peakInFlight  atomic.Int64
+}
+
+// PeakInFlight is the most manifest requests served at once so far.
+func (r *Registry) PeakInFlight() int64 { return r.peakInFlight.Load() }
+
+// SetBasicAuth requires HTTP basic authentication with user and password
+// on every request from now on.
+func (r *Registry) SetBasicAuth(user, password string) {
+	r.auth.Store(&[2]string{user, password})
 }
 
 // New returns an empty registry.
@@ -66,10 +78,23 @@ func (r *Registry) Requests() int64 { return r.requests.Load() }
 
 func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	r.requests.Add(1)
+	if strings.Contains(req.URL.Path, "/manifests/") {
+		n := r.inFlight.Add(1)
+		defer r.inFlight.Add(-1)
+		for peak := r.peakInFlight.Load(); n > peak && !r.peakInFlight.CompareAndSwap(peak, n); peak = r.peakInFlight.Load() {
+		}
+	}
 	if d := time.Duration(r.delay.Load()); d > 0 {
 		select {
 		case <-time.After(d):
 		case <-req.Context().Done():
+			return
+		}
+	}
+	if want := r.auth.Load(); want != nil {
+		if u, p, ok := req.BasicAuth(); !ok || u != want[0] || p != want[1] {
+			w.Header().Set("WWW-Authenticate", `Basic realm="moat-dev"`)
+			http.Error(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`, http.StatusUnauthorized)
 			return
 		}
 	}

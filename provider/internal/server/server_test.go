@@ -174,7 +174,7 @@ func TestBadKeysAndFailingRegistriesAreAnsweredPerKey(t *testing.T) {
 	cfg := testenv.Defaults()
 	cfg.Server.ValidateDeadline = 500 * time.Millisecond
 	cfg.Lookup.ResolveTimeout = 2 * time.Second
-	cfg.Reg.InsecureRegistries = []string{limited, hanging, broken, downHost}
+	cfg.Registry.InsecureRegistries = []string{limited, hanging, broken, downHost}
 	env := testenv.Start(t, cfg)
 	good, digest := env.Push(t, "ok/app:v1")
 

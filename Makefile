@@ -8,7 +8,7 @@ IMAGE     ?= moat:$(VERSION)
 FUZZTIME  ?= 10s
 BENCHTIME ?= 5s
 
-.PHONY: help build run run-check test unit fuzz lint bench image clean
+.PHONY: help build run run-check test unit fuzz lint policy generate bench image clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -22,7 +22,7 @@ run: build ## dev certificates, a local registry with sample images, moat serve,
 run-check: build ## run `make run` once, non-interactively, and fail if any step fails
 	MOAT_RUN_ONCE=1 MOAT_REGISTRY_PORT=15001 MOAT_PORT=18443 MOAT_METRICS_PORT=18080 ./hack/run.sh
 
-test: lint unit fuzz run-check ## everything CI runs
+test: lint unit fuzz policy run-check ## everything CI runs
 
 unit: ## unit, integration and Gatekeeper-client tests
 	$(GO) test -race -count=1 ./provider/...
@@ -32,8 +32,16 @@ fuzz: ## each fuzz target for FUZZTIME (default 10s; FUZZTIME=10m for a longer r
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./provider/internal/reference
 	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME) ./provider/internal/protocol
 
+generate: ## build templates/*.yaml from templates/src and library/
+	$(GO) run ./templates/gen
+
+policy: ## templates up to date; every gator suite passes with CEL and again with Rego
+	$(GO) run ./templates/gen -check
+	$(GO) tool gator verify ./gator-suites/...
+	$(GO) tool gator verify --enable-k8s-native-validation=false ./gator-suites/...
+
 lint: ## gofmt, go vet, staticcheck
-	@out=$$(gofmt -l provider test); if [ -n "$$out" ]; then echo "not gofmt-formatted:"; echo "$$out"; exit 1; fi
+	@out=$$(gofmt -l provider test templates); if [ -n "$$out" ]; then echo "not gofmt-formatted:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) tool staticcheck ./...
 

@@ -1,0 +1,255 @@
+// Command gen builds the shipped ConstraintTemplates in templates/ from
+// their sources in templates/src/<name>/ and the shared code in library/.
+//
+//	go run ./templates/gen           # write templates/*.yaml
+//	go run ./templates/gen -check    # fail if any is out of date (make test)
+//
+// A source directory holds template.yaml (kind, title, description,
+// controls, parameters), policy.rego and policy.cel.yaml (CEL variables and
+// validations). A template with `pod: true` gets the shared pod parameters
+// (excludedContainers, excludedImages), the shared CEL variables from
+// library/pods.cel.yaml, and library/pods.rego inlined as a lib, so both
+// engines see the same containers, in the same order, with the same
+// exclusions.
+package main
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+type source struct {
+	Kind        string    `yaml:"kind"`
+	Title       string    `yaml:"title"`
+	Description string    `yaml:"description"`
+	Controls    []string  `yaml:"controls"`
+	Pod         bool      `yaml:"pod"`
+	Libs        []string  `yaml:"libs"`
+	Parameters  yaml.Node `yaml:"parameters"`
+}
+
+type celSource struct {
+	Variables   []celVariable   `yaml:"variables"`
+	Validations []celValidation `yaml:"validations"`
+}
+
+type celVariable struct {
+	Name       string `yaml:"name"`
+	Expression string `yaml:"expression"`
+}
+
+type celValidation struct {
+	Expression        string `yaml:"expression"`
+	MessageExpression string `yaml:"messageExpression,omitempty"`
+	Message           string `yaml:"message,omitempty"`
+}
+
+// The shipped template, fields in the order a reader expects.
+type template struct {
+	APIVersion string   `yaml:"apiVersion"`
+	Kind       string   `yaml:"kind"`
+	Metadata   metadata `yaml:"metadata"`
+	Spec       spec     `yaml:"spec"`
+}
+
+type metadata struct {
+	Name        string            `yaml:"name"`
+	Annotations map[string]string `yaml:"annotations"`
+}
+
+type spec struct {
+	CRD     crd      `yaml:"crd"`
+	Targets []target `yaml:"targets"`
+}
+
+type crd struct {
+	Spec struct {
+		Names struct {
+			Kind string `yaml:"kind"`
+		} `yaml:"names"`
+		Validation struct {
+			OpenAPIV3Schema struct {
+				Type       string    `yaml:"type"`
+				Properties yaml.Node `yaml:"properties"`
+			} `yaml:"openAPIV3Schema"`
+		} `yaml:"validation"`
+	} `yaml:"spec"`
+}
+
+type target struct {
+	Target string   `yaml:"target"`
+	Code   []code   `yaml:"code"`
+	Rego   string   `yaml:"rego"`
+	Libs   []string `yaml:"libs,omitempty"`
+}
+
+type code struct {
+	Engine string    `yaml:"engine"`
+	Source celSource `yaml:"source"`
+}
+
+const podParameters = `
+excludedContainers:
+  type: array
+  description: Names of containers this constraint does not check.
+  items: {type: string}
+excludedImages:
+  type: array
+  description: Images this constraint does not check. An entry ending in "*" is a prefix; any other entry must equal the image as written in the pod.
+  items: {type: string}
+`
+
+func main() {
+	check := flag.Bool("check", false, "report templates that are out of date instead of writing them")
+	root := flag.String("root", ".", "repository root")
+	flag.Parse()
+	if err := run(*root, *check); err != nil {
+		fmt.Fprintln(os.Stderr, "gen:", err)
+		os.Exit(1)
+	}
+}
+
+func run(root string, check bool) error {
+	dirs, err := filepath.Glob(filepath.Join(root, "templates", "src", "*", "template.yaml"))
+	if err != nil {
+		return err
+	}
+	sort.Strings(dirs)
+	var stale []string
+	for _, f := range dirs {
+		dir := filepath.Dir(f)
+		out, name, err := build(root, dir)
+		if err != nil {
+			return fmt.Errorf("%s: %w", dir, err)
+		}
+		path := filepath.Join(root, "templates", name+".yaml")
+		if check {
+			if cur, err := os.ReadFile(path); err != nil || !bytes.Equal(cur, out) {
+				stale = append(stale, path)
+			}
+			continue
+		}
+		if err := os.WriteFile(path, out, 0o644); err != nil {
+			return err
+		}
+	}
+	if len(stale) > 0 {
+		return fmt.Errorf("out of date (run 'make generate'): %s", strings.Join(stale, ", "))
+	}
+	return nil
+}
+
+func build(root, dir string) ([]byte, string, error) {
+	var src source
+	if err := readYAML(filepath.Join(dir, "template.yaml"), &src); err != nil {
+		return nil, "", err
+	}
+	var cel celSource
+	if err := readYAML(filepath.Join(dir, "policy.cel.yaml"), &cel); err != nil {
+		return nil, "", err
+	}
+	rego, err := os.ReadFile(filepath.Join(dir, "policy.rego"))
+	if err != nil {
+		return nil, "", err
+	}
+	name := strings.ToLower(src.Kind)
+	if filepath.Base(dir) != name {
+		return nil, "", fmt.Errorf("directory must be named %q after the kind", name)
+	}
+	if !strings.HasPrefix(string(rego), "package "+name+"\n") {
+		return nil, "", fmt.Errorf("policy.rego must start with 'package %s'", name)
+	}
+
+	params := src.Parameters
+	if params.Kind == 0 {
+		params = yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
+	}
+	libs := src.Libs
+	if src.Pod {
+		var shared yaml.Node
+		if err := yaml.Unmarshal([]byte(podParameters), &shared); err != nil {
+			return nil, "", err
+		}
+		params.Content = append(params.Content, shared.Content[0].Content...)
+		var pre celSource
+		if err := readYAML(filepath.Join(root, "library", "pods.cel.yaml"), &pre); err != nil {
+			return nil, "", err
+		}
+		cel.Variables = append(pre.Variables, cel.Variables...)
+		for i := range cel.Validations {
+			// As the Rego library does: no verdict on DELETE.
+			cel.Validations[i].Expression = "variables.isDelete || (" + strings.TrimSpace(cel.Validations[i].Expression) + ")"
+		}
+		libs = append([]string{"pods"}, libs...)
+	}
+	var t template
+	t.APIVersion = "templates.gatekeeper.sh/v1"
+	t.Kind = "ConstraintTemplate"
+	t.Metadata.Name = name
+	t.Metadata.Annotations = map[string]string{
+		"metadata.gatekeeper.sh/title":   src.Title,
+		"metadata.gatekeeper.sh/version": "1.0.0",
+		"description":                    strings.TrimSpace(src.Description),
+		"moat.dev/controls":              strings.Join(src.Controls, "; "),
+	}
+	t.Spec.CRD.Spec.Names.Kind = src.Kind
+	t.Spec.CRD.Spec.Validation.OpenAPIV3Schema.Type = "object"
+	t.Spec.CRD.Spec.Validation.OpenAPIV3Schema.Properties = params
+	tg := target{
+		Target: "admission.k8s.gatekeeper.sh",
+		Code:   []code{{Engine: "K8sNativeValidation", Source: cel}},
+		Rego:   string(rego),
+	}
+	for _, l := range libs {
+		b, err := os.ReadFile(filepath.Join(root, "library", l+".rego"))
+		if err != nil {
+			return nil, "", err
+		}
+		tg.Libs = append(tg.Libs, string(b))
+	}
+	t.Spec.Targets = []target{tg}
+
+	var node yaml.Node
+	if err := node.Encode(&t); err != nil {
+		return nil, "", err
+	}
+	literalStrings(&node)
+	var buf bytes.Buffer
+	fmt.Fprintf(&buf, "# Generated by templates/gen from templates/src/%s and library/. Do not edit: edit the sources and run 'make generate'.\n", name)
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(&node); err != nil {
+		return nil, "", err
+	}
+	return buf.Bytes(), name, nil
+}
+
+// literalStrings prints multi-line strings as | blocks, as people write them.
+func literalStrings(n *yaml.Node) {
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!str" && strings.Contains(n.Value, "\n") {
+		n.Style = yaml.LiteralStyle
+	}
+	for _, c := range n.Content {
+		literalStrings(c)
+	}
+}
+
+func readYAML(path string, v any) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}

@@ -1,0 +1,144 @@
+// Package templates_test checks the policy pack as a whole: the two
+// engines of every template must agree, on every generated pod, about
+// whether and why it violates.
+package templates_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/open-policy-agent/gatekeeper/v3/apis"
+	"github.com/open-policy-agent/gatekeeper/v3/pkg/gator"
+	"github.com/open-policy-agent/gatekeeper/v3/pkg/gator/reader"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/yaml"
+)
+
+const root = "../.."
+
+// loadPack adds every template and every suite constraint to c. Each
+// constraint is renamed after its suite and test, so none collide.
+func loadPack(t testing.TB, c gator.Client) int {
+	t.Helper()
+	scheme := runtime.NewScheme()
+	if err := apis.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	suites, err := filepath.Glob(filepath.Join(root, "gator-suites", "*", "suite.yaml"))
+	if err != nil || len(suites) == 0 {
+		t.Fatalf("no suites: %v", err)
+	}
+	added := map[string]bool{}
+	n := 0
+	for _, sf := range suites {
+		raw, err := os.ReadFile(sf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var suite struct {
+			Metadata struct{ Name string }
+			Tests    []struct{ Name, Template, Constraint string }
+		}
+		if err := yaml.Unmarshal(raw, &suite); err != nil {
+			t.Fatalf("%s: %v", sf, err)
+		}
+		dir := filepath.Dir(sf)
+		for _, test := range suite.Tests {
+			tp := filepath.Clean(filepath.Join(dir, test.Template))
+			if !added[tp] {
+				tmpl, err := reader.ReadTemplate(scheme, os.DirFS("/"), strings.TrimPrefix(mustAbs(t, tp), "/"))
+				if err != nil {
+					t.Fatalf("%s: %v", tp, err)
+				}
+				if _, err := c.AddTemplate(context.Background(), tmpl); err != nil {
+					t.Fatalf("%s: %v", tp, err)
+				}
+				added[tp] = true
+			}
+			craw, err := os.ReadFile(filepath.Join(dir, test.Constraint))
+			if err != nil {
+				t.Fatal(err)
+			}
+			u, err := reader.ReadUnstructured(craw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			u.SetName(fmt.Sprintf("%s-%s", suite.Metadata.Name, test.Name))
+			if _, err := c.AddConstraint(context.Background(), u); err != nil {
+				t.Fatalf("%s: %v", test.Constraint, err)
+			}
+			n++
+		}
+	}
+	return n
+}
+
+func mustAbs(t testing.TB, p string) string {
+	a, err := filepath.Abs(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// verdicts is the sorted "constraint: message" list of a review.
+func verdicts(t testing.TB, c gator.Client, obj *unstructured.Unstructured) []string {
+	t.Helper()
+	resp, err := c.Review(context.Background(), obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, r := range resp.Results() {
+		out = append(out, r.Constraint.GetName()+": "+r.Msg)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func clients(t testing.TB) (cel, rego gator.Client) {
+	t.Helper()
+	var err error
+	if cel, err = gator.NewOPAClient(false, gator.WithK8sCEL()); err != nil {
+		t.Fatal(err)
+	}
+	if rego, err = gator.NewOPAClient(false); err != nil {
+		t.Fatal(err)
+	}
+	loadPack(t, cel)
+	loadPack(t, rego)
+	return cel, rego
+}
+
+func TestEnginesAgreeOnGeneratedPods(t *testing.T) {
+	cel, rego := clients(t)
+	n := 2000
+	if testing.Short() {
+		n = 200
+	}
+	rng := rand.New(rand.NewPCG(20261122, 3))
+	violating := 0
+	for i := range n {
+		pod := &unstructured.Unstructured{Object: randomPod(rng, i)}
+		a, b := verdicts(t, cel, pod), verdicts(t, rego, pod)
+		if strings.Join(a, "\n") != strings.Join(b, "\n") {
+			js, _ := yaml.Marshal(pod.Object)
+			t.Fatalf("pod %d: the engines disagree\nCEL:\n  %s\nRego:\n  %s\npod:\n%s", i, strings.Join(a, "\n  "), strings.Join(b, "\n  "), js)
+		}
+		if len(a) > 0 {
+			violating++
+		}
+	}
+	// A generator that never (or always) violates would prove nothing.
+	if violating == 0 || violating == n {
+		t.Fatalf("%d of %d generated pods violate something; the generator is not exercising the templates", violating, n)
+	}
+	t.Logf("%d pods, %d with violations: CEL and Rego agree on every verdict and message", n, violating)
+}

@@ -1,0 +1,80 @@
+package templates_test
+
+import (
+	"fmt"
+	"math/rand/v2"
+)
+
+// randomPod builds a pod whose security-relevant fields are drawn at random,
+// including the spellings that public templates get wrong (capability case
+// and CAP_ prefixes, quantity forms, path prefixes, registry look-alikes).
+func randomPod(r *rand.Rand, i int) map[string]any {
+	spec := map[string]any{}
+	for _, list := range []string{"containers", "initContainers", "ephemeralContainers"} {
+		n := 0
+		switch {
+		case list == "containers":
+			n = 1 + r.IntN(3)
+		case r.IntN(3) == 0:
+			n = 1 + r.IntN(2)
+		}
+		if n == 0 {
+			continue
+		}
+		var cs []any
+		for j := range n {
+			cs = append(cs, randomContainer(r, fmt.Sprintf("%s-%d", list[:4], j)))
+		}
+		spec[list] = cs
+	}
+	maybe(r, spec, "hostPID", r.IntN(2) == 0)
+	maybe(r, spec, "hostIPC", r.IntN(2) == 0)
+	maybe(r, spec, "hostNetwork", r.IntN(2) == 0)
+	if r.IntN(3) == 0 {
+		spec["securityContext"] = randomSecurityContext(r, true)
+	}
+	return map[string]any{
+		"apiVersion": "v1",
+		"kind":       "Pod",
+		"metadata":   map[string]any{"name": fmt.Sprintf("pod-%d", i), "namespace": pick(r, "apps", "default", "prod")},
+		"spec":       spec,
+	}
+}
+
+var images = []string{
+	"nginx", "nginx:1.27", "docker.io/library/nginx:1.27", "busybox", "docker.io/library/busybox:1.36",
+	"registry.example.com/trusted/agent:2", "registry.example.com/trustedx/agent:2", "istio/proxyv2:1.22",
+	"myregistry.io/app:v1", "myregistry.io.evil.com/app:v1", "evil.io/myregistry.io/app:v1",
+	"ghcr.io/org/app@sha256:" + "ab0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd",
+}
+
+func randomContainer(r *rand.Rand, name string) map[string]any {
+	c := map[string]any{"name": pick(r, name, name, "istio-init", "tool", "agent"), "image": pick(r, images...)}
+	if r.IntN(3) > 0 {
+		c["securityContext"] = randomSecurityContext(r, false)
+	}
+	return c
+}
+
+func randomSecurityContext(r *rand.Rand, pod bool) map[string]any {
+	sc := map[string]any{}
+	if !pod {
+		maybe(r, sc, "privileged", r.IntN(2) == 0)
+		maybe(r, sc, "allowPrivilegeEscalation", r.IntN(2) == 0)
+		maybe(r, sc, "readOnlyRootFilesystem", r.IntN(2) == 0)
+	}
+	maybe(r, sc, "runAsNonRoot", r.IntN(2) == 0)
+	if r.IntN(3) == 0 {
+		sc["runAsUser"] = int64(pick(r, 0, 1, 999, 1000, 65534))
+	}
+	return sc
+}
+
+// maybe sets k to v two times in three.
+func maybe(r *rand.Rand, m map[string]any, k string, v any) {
+	if r.IntN(3) > 0 {
+		m[k] = v
+	}
+}
+
+func pick[T any](r *rand.Rand, xs ...T) T { return xs[r.IntN(len(xs))] }

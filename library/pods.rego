@@ -4,21 +4,13 @@ package lib.moat.pods
 # Its CEL twin is library/pods.cel.yaml: the two must select the same
 # containers in the same order.
 
-# A DELETE has nothing to judge.
-is_delete {
-	input.review.operation == "DELETE"
-}
+import data.lib.moat.review
 
-params := p {
-	p := input.parameters
-	is_object(p)
-} else := {}
+params := review.params
 
 # spec is the pod spec under review; empty on DELETE.
-spec := {} {
-	is_delete
-} else := s {
-	s := input.review.object.spec
+spec := s {
+	s := review.object.spec
 	is_object(s)
 } else := {}
 

@@ -26,13 +26,16 @@ import (
 )
 
 type source struct {
-	Kind        string    `yaml:"kind"`
-	Title       string    `yaml:"title"`
-	Description string    `yaml:"description"`
-	Controls    []string  `yaml:"controls"`
-	Pod         bool      `yaml:"pod"`
-	Libs        []string  `yaml:"libs"`
-	Parameters  yaml.Node `yaml:"parameters"`
+	Kind        string   `yaml:"kind"`
+	Title       string   `yaml:"title"`
+	Description string   `yaml:"description"`
+	Controls    []string `yaml:"controls"`
+	Pod         bool     `yaml:"pod"`
+	// NoExclusions leaves out excludedContainers/excludedImages for pod
+	// rules that judge pod-level fields only.
+	NoExclusions bool      `yaml:"noExclusions"`
+	Libs         []string  `yaml:"libs"`
+	Parameters   yaml.Node `yaml:"parameters"`
 }
 
 type celSource struct {
@@ -171,23 +174,27 @@ func build(root, dir string) ([]byte, string, error) {
 	if params.Kind == 0 {
 		params = yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
 	}
-	libs := src.Libs
+	libs := append([]string{"review"}, src.Libs...)
+	var pre []celVariable
 	if src.Pod {
-		var shared yaml.Node
-		if err := yaml.Unmarshal([]byte(podParameters), &shared); err != nil {
+		if !src.NoExclusions {
+			var shared yaml.Node
+			if err := yaml.Unmarshal([]byte(podParameters), &shared); err != nil {
+				return nil, "", err
+			}
+			params.Content = append(params.Content, shared.Content[0].Content...)
+		}
+		var pods celSource
+		if err := readYAML(filepath.Join(root, "library", "pods.cel.yaml"), &pods); err != nil {
 			return nil, "", err
 		}
-		params.Content = append(params.Content, shared.Content[0].Content...)
-		var pre celSource
-		if err := readYAML(filepath.Join(root, "library", "pods.cel.yaml"), &pre); err != nil {
-			return nil, "", err
-		}
-		cel.Variables = append(pre.Variables, cel.Variables...)
-		for i := range cel.Validations {
-			// As the Rego library does: no verdict on DELETE.
-			cel.Validations[i].Expression = "variables.isDelete || (" + strings.TrimSpace(cel.Validations[i].Expression) + ")"
-		}
-		libs = append([]string{"pods"}, libs...)
+		pre = pods.Variables
+		libs = append([]string{"review", "pods"}, src.Libs...)
+	}
+	// As library/review.rego does: no verdict on DELETE.
+	cel.Variables = append(append([]celVariable{{Name: "isDelete", Expression: `has(request.operation) && request.operation == "DELETE"`}}, pre...), cel.Variables...)
+	for i := range cel.Validations {
+		cel.Validations[i].Expression = "variables.isDelete || (" + strings.TrimSpace(cel.Validations[i].Expression) + ")"
 	}
 	var t template
 	t.APIVersion = "templates.gatekeeper.sh/v1"

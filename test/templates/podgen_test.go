@@ -30,6 +30,7 @@ func randomPod(r *rand.Rand, i int) map[string]any {
 	maybe(r, spec, "hostPID", r.IntN(2) == 0)
 	maybe(r, spec, "hostIPC", r.IntN(2) == 0)
 	maybe(r, spec, "hostNetwork", r.IntN(2) == 0)
+	maybe(r, spec, "automountServiceAccountToken", r.IntN(2) == 0)
 	if r.IntN(3) == 0 {
 		spec["securityContext"] = randomSecurityContext(r, true)
 	}

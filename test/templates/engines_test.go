@@ -133,8 +133,12 @@ func TestEnginesAgreeOnGeneratedPods(t *testing.T) {
 			js, _ := yaml.Marshal(pod.Object)
 			t.Fatalf("pod %d: the engines disagree\nCEL:\n  %s\nRego:\n  %s\npod:\n%s", i, strings.Join(a, "\n  "), strings.Join(b, "\n  "), js)
 		}
+		seen := map[string]bool{}
 		for _, v := range a {
-			violated[strings.SplitN(v, ":", 2)[0]]++
+			seen[strings.SplitN(v, ":", 2)[0]] = true
+		}
+		for c := range seen {
+			violated[c]++
 		}
 	}
 	// Agreement proves something only where the generator makes pods on

@@ -64,6 +64,16 @@ func randomSecurityContext(r *rand.Rand, pod bool) map[string]any {
 		maybe(r, sc, "allowPrivilegeEscalation", r.IntN(2) == 0)
 		maybe(r, sc, "readOnlyRootFilesystem", r.IntN(2) == 0)
 	}
+	if !pod && r.IntN(2) == 0 {
+		caps := map[string]any{}
+		if r.IntN(2) == 0 {
+			caps["add"] = some(r, capabilities)
+		}
+		if r.IntN(2) == 0 {
+			caps["drop"] = some(r, capabilities)
+		}
+		sc["capabilities"] = caps
+	}
 	maybe(r, sc, "runAsNonRoot", r.IntN(2) == 0)
 	if r.IntN(3) == 0 {
 		sc["runAsUser"] = int64(pick(r, 0, 1, 999, 1000, 65534))
@@ -76,6 +86,20 @@ func maybe(r *rand.Rand, m map[string]any, k string, v any) {
 	if r.IntN(3) > 0 {
 		m[k] = v
 	}
+}
+
+var capabilities = []string{
+	"ALL", "all", "SYS_ADMIN", "CAP_SYS_ADMIN", "sys_admin", "NET_ADMIN", "NET_RAW", "cap_net_raw",
+	"NET_BIND_SERVICE", "CAP_NET_BIND_SERVICE", "CHOWN", "MKNOD", "SYS_TIME",
+}
+
+// some is 0 to 3 items of xs.
+func some[T any](r *rand.Rand, xs []T) []any {
+	out := []any{}
+	for range r.IntN(4) {
+		out = append(out, xs[r.IntN(len(xs))])
+	}
+	return out
 }
 
 func pick[T any](r *rand.Rand, xs ...T) T { return xs[r.IntN(len(xs))] }

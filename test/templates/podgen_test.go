@@ -47,6 +47,9 @@ var images = []string{
 	"registry.example.com/trusted/agent:2", "registry.example.com/trustedx/agent:2", "istio/proxyv2:1.22",
 	"myregistry.io/app:v1", "myregistry.io.evil.com/app:v1", "evil.io/myregistry.io/app:v1",
 	"ghcr.io/org/app@sha256:" + "ab0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd",
+	"index.docker.io/library/nginx", "bitnami/redis:7", "myregistry.io:5000/app", "localhost/app:1",
+	"myregistry.io/team/app:v1@sha256:" + "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+	"evil.io/x/myregistry.io/app", "mcr.microsoft.com/oss/kubernetes/pause:3.9",
 }
 
 func randomContainer(r *rand.Rand, name string) map[string]any {

@@ -33,6 +33,26 @@ func randomPod(r *rand.Rand, i int) map[string]any {
 	maybe(r, spec, "hostIPC", r.IntN(2) == 0)
 	maybe(r, spec, "hostNetwork", r.IntN(2) == 0)
 	maybe(r, spec, "automountServiceAccountToken", r.IntN(2) == 0)
+	if r.IntN(2) == 0 {
+		var vols []any
+		for k, p := range some(r, hostPaths) {
+			vols = append(vols, map[string]any{"name": fmt.Sprintf("h%d", k), "hostPath": map[string]any{"path": p}})
+		}
+		vols = append(vols, map[string]any{"name": "scratch", "emptyDir": map[string]any{}})
+		spec["volumes"] = vols
+		for _, list := range []string{"containers", "initContainers"} {
+			cs, _ := spec[list].([]any)
+			for _, c := range cs {
+				var ms []any
+				for k := range len(vols) {
+					if r.IntN(2) == 0 {
+						ms = append(ms, map[string]any{"name": vols[k].(map[string]any)["name"], "mountPath": fmt.Sprintf("/m%d", k), "readOnly": r.IntN(2) == 0})
+					}
+				}
+				c.(map[string]any)["volumeMounts"] = ms
+			}
+		}
+	}
 	if r.IntN(3) == 0 {
 		spec["securityContext"] = randomSecurityContext(r, true)
 	}
@@ -92,6 +112,8 @@ func maybe(r *rand.Rand, m map[string]any, k string, v any) {
 		m[k] = v
 	}
 }
+
+var hostPaths = []string{"/foo", "/foo/bar", "/fool", "/foo/../etc", "/var/log/pods", "/var/logx", "/data/x", "/", "/etc"}
 
 var capabilities = []string{
 	"ALL", "all", "SYS_ADMIN", "CAP_SYS_ADMIN", "sys_admin", "NET_ADMIN", "NET_RAW", "cap_net_raw",

@@ -49,7 +49,9 @@ func randomPod(r *rand.Rand, i int) map[string]any {
 						ms = append(ms, map[string]any{"name": vols[k].(map[string]any)["name"], "mountPath": fmt.Sprintf("/m%d", k), "readOnly": r.IntN(2) == 0})
 					}
 				}
-				c.(map[string]any)["volumeMounts"] = ms
+				if len(ms) > 0 { // the API server never sends null lists
+					c.(map[string]any)["volumeMounts"] = ms
+				}
 			}
 		}
 	}

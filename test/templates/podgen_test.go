@@ -9,6 +9,9 @@ import (
 // including the spellings that public templates get wrong (capability case
 // and CAP_ prefixes, quantity forms, path prefixes, registry look-alikes).
 func randomPod(r *rand.Rand, i int) map[string]any {
+	if r.IntN(10) == 0 {
+		return randomService(r, i)
+	}
 	spec := map[string]any{}
 	for _, list := range []string{"containers", "initContainers", "ephemeralContainers"} {
 		n := 0
@@ -78,6 +81,15 @@ var images = []string{
 
 func randomContainer(r *rand.Rand, name string) map[string]any {
 	c := map[string]any{"name": pick(r, name, name, "istio-init", "tool", "agent"), "image": pick(r, images...)}
+	if r.IntN(3) == 0 {
+		var ports []any
+		for _, hp := range some(r, []int64{0, 22, 80, 8000, 8080, 8081, 9001, 30000, 31000, 32767, 32768}) {
+			ports = append(ports, map[string]any{"containerPort": int64(8080), "hostPort": hp})
+		}
+		if len(ports) > 0 {
+			c["ports"] = ports
+		}
+	}
 	if r.IntN(3) > 0 {
 		c["securityContext"] = randomSecurityContext(r, false)
 	}
@@ -112,6 +124,22 @@ func randomSecurityContext(r *rand.Rand, pod bool) map[string]any {
 func maybe(r *rand.Rand, m map[string]any, k string, v any) {
 	if r.IntN(3) > 0 {
 		m[k] = v
+	}
+}
+
+func randomService(r *rand.Rand, i int) map[string]any {
+	var ports []any
+	for _, p := range some(r, []int64{80, 443, 6001, 8443, 22}) {
+		ports = append(ports, map[string]any{"port": p})
+	}
+	if len(ports) == 0 {
+		ports = append(ports, map[string]any{"port": int64(443)})
+	}
+	return map[string]any{
+		"apiVersion": "v1",
+		"kind":       "Service",
+		"metadata":   map[string]any{"name": fmt.Sprintf("svc-%d", i), "namespace": pick(r, "apps", "default")},
+		"spec":       map[string]any{"ports": ports},
 	}
 }
 

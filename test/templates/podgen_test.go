@@ -93,6 +93,16 @@ func randomContainer(r *rand.Rand, name string) map[string]any {
 	if r.IntN(3) > 0 {
 		c["securityContext"] = randomSecurityContext(r, false)
 	}
+	if r.IntN(4) > 0 {
+		limits := map[string]any{}
+		if r.IntN(4) > 0 {
+			limits["cpu"] = pick(r, quantities...)
+		}
+		if r.IntN(4) > 0 {
+			limits["memory"] = pick(r, quantities...)
+		}
+		c["resources"] = map[string]any{"limits": limits}
+	}
 	return c
 }
 
@@ -141,6 +151,16 @@ func randomService(r *rand.Rand, i int) map[string]any {
 		"metadata":   map[string]any{"name": fmt.Sprintf("svc-%d", i), "namespace": pick(r, "apps", "default")},
 		"spec":       map[string]any{"ports": ports},
 	}
+}
+
+// quantities in every spelling Kubernetes accepts, near the suites'
+// maxima (500m, 1.5Gi), and some it refuses.
+var quantities = []string{
+	"500m", "0.5", ".5", "5e-1", "0.5000", "501m", "499m", "1", "1.", "2", "+1", "100m", "0.1", "1e-1",
+	"1.5Gi", "1536Mi", "1572864Ki", "1610612736", "1610612737", "1.6G", "1.7e9", "1.61e9", "1.7G",
+	"1Gi", "1G", "1E", "1Ei", "1e3", "1E3", "250m", "0", "12n", "3u", "7k",
+	"1.5 Gi", "abc", "1e", "Gi", "1.5gi", "--1", "1..5", "", "-", "+", ".", "e3", "+.5", ".Gi", "1e+3",
+	"1E-3", "1e3Mi", "-1", "1e1.5", "0.0000000001", "12345678901234567890", "1.5Ei",
 }
 
 var hostPaths = []string{"/foo", "/foo/bar", "/fool", "/foo/../etc", "/var/log/pods", "/var/logx", "/data/x", "/", "/etc"}

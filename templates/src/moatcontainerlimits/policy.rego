@@ -1,0 +1,34 @@
+package moatcontainerlimits
+
+import data.lib.moat.pods
+import data.lib.moat.quantity
+
+maximum := {"cpu": sprintf("%v", [object.get(pods.params, "cpuLimit", "")]), "memory": sprintf("%v", [object.get(pods.params, "memoryLimit", "")])}
+
+param_name := {"cpu": "cpuLimit", "memory": "memoryLimit"}
+
+problem(c, r) := sprintf("%s limit missing", [r]) {
+	not has_limit(c, r)
+} else := sprintf("%s limit %v is not a quantity", [r, c.resources.limits[r]]) {
+	not quantity.parse(c.resources.limits[r])
+} else := sprintf("%s %v is not a quantity", [param_name[r], maximum[r]]) {
+	maximum[r] != ""
+	not quantity.parse(maximum[r])
+} else := sprintf("%s limit %v is above %v", [r, c.resources.limits[r], maximum[r]]) {
+	maximum[r] != ""
+	quantity.parse(c.resources.limits[r]) > quantity.parse(maximum[r])
+} else := ""
+
+has_limit(c, r) {
+	c.resources.limits[r] != null
+}
+
+violation[{"msg": msg}] {
+	bad := [sprintf("%s (%s)", [c.name, concat("; ", problems)]) |
+		c := pods.checked[_]
+		problems := [p | r := ["cpu", "memory"][_]; p := problem(c, r); p != ""]
+		count(problems) > 0
+	]
+	count(bad) > 0
+	msg := sprintf("containers need CPU and memory limits within the maximum: %s", [concat(", ", bad)])
+}

@@ -36,12 +36,18 @@ func randomPod(r *rand.Rand, i int) map[string]any {
 	maybe(r, spec, "hostIPC", r.IntN(2) == 0)
 	maybe(r, spec, "hostNetwork", r.IntN(2) == 0)
 	maybe(r, spec, "automountServiceAccountToken", r.IntN(2) == 0)
+	if r.IntN(5) == 0 {
+		spec["hostUsers"] = r.IntN(2) == 0
+	}
 	if r.IntN(2) == 0 {
 		var vols []any
 		for k, p := range some(r, hostPaths) {
 			vols = append(vols, map[string]any{"name": fmt.Sprintf("h%d", k), "hostPath": map[string]any{"path": p}})
 		}
 		vols = append(vols, map[string]any{"name": "scratch", "emptyDir": map[string]any{}})
+		for k, t := range some(r, []string{"configMap", "secret", "nfs", "projected", "csi", "image", "gitRepo"}) {
+			vols = append(vols, map[string]any{"name": fmt.Sprintf("v%d", k), t.(string): map[string]any{}})
+		}
 		spec["volumes"] = vols
 		for _, list := range []string{"containers", "initContainers"} {
 			cs, _ := spec[list].([]any)
@@ -93,6 +99,19 @@ func randomContainer(r *rand.Rand, name string) map[string]any {
 	if r.IntN(3) > 0 {
 		c["securityContext"] = randomSecurityContext(r, false)
 	}
+	if r.IntN(5) == 0 {
+		probe := pick(r, "livenessProbe", "readinessProbe", "startupProbe")
+		handler := pick(r, "httpGet", "tcpSocket")
+		h := map[string]any{"port": int64(8080)}
+		if r.IntN(2) == 0 {
+			h["host"] = pick(r, "", "10.0.0.1")
+		}
+		if r.IntN(2) == 0 {
+			c[probe] = map[string]any{handler: h}
+		} else {
+			c["lifecycle"] = map[string]any{pick(r, "postStart", "preStop"): map[string]any{handler: h}}
+		}
+	}
 	if r.IntN(4) > 0 {
 		limits := map[string]any{}
 		if r.IntN(4) > 0 {
@@ -112,6 +131,26 @@ func randomSecurityContext(r *rand.Rand, pod bool) map[string]any {
 		maybe(r, sc, "privileged", r.IntN(2) == 0)
 		maybe(r, sc, "allowPrivilegeEscalation", r.IntN(2) == 0)
 		maybe(r, sc, "readOnlyRootFilesystem", r.IntN(2) == 0)
+	}
+	if r.IntN(6) == 0 {
+		sc["seLinuxOptions"] = pick(r,
+			map[string]any{"type": "container_t"}, map[string]any{"type": "spc_t"}, map[string]any{"user": "system_u"},
+			map[string]any{"role": ""}, map[string]any{"level": "s0:c1,c2"}, map[string]any{"type": ""})
+	}
+	if r.IntN(8) == 0 {
+		sc["windowsOptions"] = map[string]any{"hostProcess": r.IntN(2) == 0}
+	}
+	if pod && r.IntN(4) == 0 {
+		var ss []any
+		for _, n := range some(r, []string{"net.ipv4.tcp_syncookies", "kernel.msgmax", "net.ipv4.tcp_rmem", "net.core.somaxconn"}) {
+			ss = append(ss, map[string]any{"name": n, "value": "1"})
+		}
+		if len(ss) > 0 {
+			sc["sysctls"] = ss
+		}
+	}
+	if !pod && r.IntN(6) == 0 {
+		sc["procMount"] = pick(r, "Default", "Unmasked")
 	}
 	if !pod && r.IntN(2) == 0 {
 		caps := map[string]any{}

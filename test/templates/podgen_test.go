@@ -67,10 +67,26 @@ func randomPod(r *rand.Rand, i int) map[string]any {
 	if r.IntN(3) == 0 {
 		spec["securityContext"] = randomSecurityContext(r, true)
 	}
+	if r.IntN(6) == 0 {
+		spec["os"] = map[string]any{"name": pick(r, "windows", "linux")}
+	}
+	meta := map[string]any{"name": fmt.Sprintf("pod-%d", i), "namespace": pick(r, "apps", "default", "prod")}
+	if r.IntN(4) == 0 {
+		ann := map[string]any{}
+		for _, list := range []string{"containers", "initContainers"} {
+			cs, _ := spec[list].([]any)
+			for _, c := range cs {
+				if r.IntN(2) == 0 {
+					ann["container.apparmor.security.beta.kubernetes.io/"+c.(map[string]any)["name"].(string)] = pick(r, "runtime/default", "unconfined", "localhost/p", "")
+				}
+			}
+		}
+		meta["annotations"] = ann
+	}
 	return map[string]any{
 		"apiVersion": "v1",
 		"kind":       "Pod",
-		"metadata":   map[string]any{"name": fmt.Sprintf("pod-%d", i), "namespace": pick(r, "apps", "default", "prod")},
+		"metadata":   meta,
 		"spec":       spec,
 	}
 }
@@ -136,6 +152,13 @@ func randomSecurityContext(r *rand.Rand, pod bool) map[string]any {
 		sc["seLinuxOptions"] = pick(r,
 			map[string]any{"type": "container_t"}, map[string]any{"type": "spc_t"}, map[string]any{"user": "system_u"},
 			map[string]any{"role": ""}, map[string]any{"level": "s0:c1,c2"}, map[string]any{"type": ""})
+	}
+	if r.IntN(4) == 0 {
+		sc["seccompProfile"] = map[string]any{"type": pick(r, "RuntimeDefault", "Localhost", "Unconfined")}
+	}
+	if r.IntN(4) == 0 {
+		sc["appArmorProfile"] = pick(r, map[string]any{"type": "RuntimeDefault"}, map[string]any{"type": "Unconfined"},
+			map[string]any{"type": "Localhost", "localhostProfile": "k8s-nginx"})
 	}
 	if r.IntN(8) == 0 {
 		sc["windowsOptions"] = map[string]any{"hostProcess": r.IntN(2) == 0}

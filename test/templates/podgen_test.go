@@ -187,7 +187,16 @@ func randomSecurityContext(r *rand.Rand, pod bool) map[string]any {
 	}
 	maybe(r, sc, "runAsNonRoot", r.IntN(2) == 0)
 	if r.IntN(3) == 0 {
-		sc["runAsUser"] = int64(pick(r, 0, 1, 999, 1000, 65534))
+		sc["runAsUser"] = int64(pick(r, 0, 1, 999, 1000, 1500, 2000, 65534))
+	}
+	if r.IntN(4) == 0 {
+		sc["runAsGroup"] = int64(pick(r, 0, 5, 1000, 1001))
+	}
+	if pod && r.IntN(4) == 0 {
+		sc["fsGroup"] = int64(pick(r, 0, 2000, 2500, 3000))
+	}
+	if pod && r.IntN(4) == 0 {
+		sc["supplementalGroups"] = []any{int64(pick(r, 3001, 4000)), int64(pick(r, 3002, 3999))}
 	}
 	return sc
 }

@@ -9,8 +9,13 @@ import (
 // including the spellings that public templates get wrong (capability case
 // and CAP_ prefixes, quantity forms, path prefixes, registry look-alikes).
 func randomPod(r *rand.Rand, i int) map[string]any {
-	if r.IntN(10) == 0 {
+	switch r.IntN(20) {
+	case 0, 1:
 		return randomService(r, i)
+	case 2:
+		return randomIngress(r, i)
+	case 3:
+		return randomNode(r, i)
 	}
 	spec := map[string]any{}
 	for _, list := range []string{"containers", "initContainers", "ephemeralContainers"} {
@@ -232,6 +237,29 @@ var quantities = []string{
 	"1Gi", "1G", "1E", "1Ei", "1e3", "1E3", "250m", "0", "12n", "3u", "7k",
 	"1.5 Gi", "abc", "1e", "Gi", "1.5gi", "--1", "1..5", "", "-", "+", ".", "e3", "+.5", ".Gi", "1e+3",
 	"1E-3", "1e3Mi", "-1", "1e1.5", "0.0000000001", "12345678901234567890", "1.5Ei",
+}
+
+func randomIngress(r *rand.Rand, i int) map[string]any {
+	meta := map[string]any{"name": fmt.Sprintf("ing-%d", i), "namespace": "apps"}
+	if r.IntN(2) == 0 {
+		meta["annotations"] = map[string]any{"kubernetes.io/ingress.allow-http": pick(r, "false", "true", "")}
+	}
+	spec := map[string]any{"rules": []any{map[string]any{"host": "shop.example.com"}}}
+	if r.IntN(2) == 0 {
+		spec["tls"] = []any{map[string]any{"secretName": "tls"}}
+	}
+	return map[string]any{"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": meta, "spec": spec}
+}
+
+func randomNode(r *rand.Rand, i int) map[string]any {
+	return map[string]any{
+		"apiVersion": "v1", "kind": "Node",
+		"metadata": map[string]any{"name": fmt.Sprintf("node-%d", i)},
+		"status": map[string]any{"nodeInfo": map[string]any{
+			"kubeletVersion": pick(r, "v1.31.2", "v1.30.0-eks-1", "v1.29.10", "v1.9.99", "unknown", "1.30.1"),
+			"osImage":        pick(r, "Ubuntu 22.04.4 LTS", "Ubuntu 18.04.6 LTS", "Azure Linux 3.0", "Windows Server 2022"),
+		}},
+	}
 }
 
 var hostPaths = []string{"/foo", "/foo/bar", "/fool", "/foo/../etc", "/var/log/pods", "/var/logx", "/data/x", "/", "/etc"}

@@ -27,12 +27,14 @@ misses_drop(c) {
 }
 
 violation[{"msg": msg}] {
+	not pods.windows_exempt
 	bad := [c | c := pods.checked[_]; adds_unlisted(c)]
 	count(bad) > 0
 	msg := sprintf("containers add capabilities outside allowedCapabilities [%s]: %s", [concat(", ", allowed_list), pods.names(bad)])
 }
 
 violation[{"msg": msg}] {
+	not pods.windows_exempt
 	bad := [c | c := pods.checked[_]; misses_drop(c)]
 	count(bad) > 0
 	msg := sprintf("containers must drop [%s]: %s", [concat(", ", required), pods.names(bad)])

@@ -4,11 +4,6 @@ import data.lib.moat.pods
 
 allowed := {p | p := object.get(pods.params, "allowedProfiles", ["RuntimeDefault", "Localhost"])[_]}
 
-exempt {
-	pods.params.exemptWindowsPods == true
-	pods.spec.os.name == "windows"
-}
-
 pod_type := t {
 	t := pods.spec.securityContext.seccompProfile.type
 }
@@ -30,13 +25,13 @@ missing := [c.name |
 ]
 
 violation[{"msg": msg}] {
-	not exempt
+	not pods.windows_exempt
 	count(explicit) > 0
 	msg := sprintf("seccompProfile.type must be one of the allowed profiles: %s", [concat(", ", explicit)])
 }
 
 violation[{"msg": msg}] {
-	not exempt
+	not pods.windows_exempt
 	count(missing) > 0
 	msg := sprintf("pod or containers must set a seccomp profile: %s", [concat(", ", missing)])
 }

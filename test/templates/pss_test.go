@@ -1,0 +1,181 @@
+package templates_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/open-policy-agent/gatekeeper/v3/apis"
+	"github.com/open-policy-agent/gatekeeper/v3/pkg/gator"
+	"github.com/open-policy-agent/gatekeeper/v3/pkg/gator/reader"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/pod-security-admission/api"
+	"k8s.io/pod-security-admission/policy"
+	"sigs.k8s.io/yaml"
+)
+
+// pssClient is a CEL-first client (as Gatekeeper runs) with every template
+// and the constraints of the given constraints/pss directories.
+func pssClient(t *testing.T, dirs ...string) gator.Client {
+	t.Helper()
+	c, err := gator.NewOPAClient(false, gator.WithK8sCEL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	scheme := runtime.NewScheme()
+	if err := apis.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	tmpls, _ := filepath.Glob(filepath.Join(root, "templates", "*.yaml"))
+	for _, f := range tmpls {
+		tmpl, err := reader.ReadTemplate(scheme, os.DirFS("/"), strings.TrimPrefix(mustAbs(t, f), "/"))
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		if _, err := c.AddTemplate(context.Background(), tmpl); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+	}
+	for _, d := range dirs {
+		files, _ := filepath.Glob(filepath.Join(root, "constraints", "pss", d, "*.yaml"))
+		for _, f := range files {
+			raw, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			u, err := reader.ReadUnstructured(raw)
+			if err != nil {
+				t.Fatalf("%s: %v", f, err)
+			}
+			if _, err := c.AddConstraint(context.Background(), u); err != nil {
+				t.Fatalf("%s: %v", f, err)
+			}
+		}
+	}
+	return c
+}
+
+// psaAllows is Pod Security Admission's verdict for pod at level, latest
+// policy version, with its reasons.
+func psaAllows(t *testing.T, e policy.Evaluator, level api.Level, pod *corev1.Pod) (bool, []string) {
+	var reasons []string
+	for _, r := range e.EvaluatePod(api.LevelVersion{Level: level, Version: api.LatestVersion()}, &pod.ObjectMeta, &pod.Spec) {
+		if !r.Allowed {
+			reasons = append(reasons, r.ForbiddenReason+": "+r.ForbiddenDetail)
+		}
+	}
+	return len(reasons) == 0, reasons
+}
+
+func TestPodSecurityStandardsMatchPodSecurityAdmission(t *testing.T) {
+	eval, err := policy.NewEvaluator(policy.DefaultChecks(), nil) // nil: no emulated version, the newest rules
+	if err != nil {
+		t.Fatal(err)
+	}
+	levels := []struct {
+		level  api.Level
+		client gator.Client
+	}{
+		{api.LevelBaseline, pssClient(t, "baseline")},
+		{api.LevelRestricted, pssClient(t, "baseline", "restricted")},
+	}
+	pods := handWrittenPods(t)
+	rng := rand.New(rand.NewPCG(7, 11))
+	for i := 0; len(pods) < 3000; i++ {
+		obj := randomPod(rng, i)
+		if i%2 == 0 {
+			obj = nearlyCompliantPod(rng, i)
+		}
+		if obj["kind"] != "Pod" {
+			continue
+		}
+		// Resources are no part of either; generated ones may not even parse.
+		for _, list := range []string{"containers", "initContainers", "ephemeralContainers"} {
+			cs, _ := obj["spec"].(map[string]any)[list].([]any)
+			for _, c := range cs {
+				delete(c.(map[string]any), "resources")
+			}
+		}
+		pods = append(pods, obj)
+	}
+	counts := map[api.Level][2]int{}
+	for i, obj := range pods {
+		var pod corev1.Pod
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj, &pod); err != nil {
+			t.Fatalf("pod %d: %v", i, err)
+		}
+		for _, l := range levels {
+			want, reasons := psaAllows(t, eval, l.level, &pod)
+			got := verdicts(t, l.client, &unstructured.Unstructured{Object: obj})
+			if want != (len(got) == 0) {
+				js, _ := yaml.Marshal(obj)
+				t.Fatalf("pod %d at %s: Pod Security Admission allows=%v (%s), Moat's constraints allow=%v (%s)\n%s",
+					i, l.level, want, strings.Join(reasons, "; "), len(got) == 0, strings.Join(got, "; "), js)
+			}
+			n := counts[l.level]
+			if want {
+				n[0]++
+			} else {
+				n[1]++
+			}
+			counts[l.level] = n
+		}
+	}
+	for _, l := range levels {
+		if counts[l.level][0] < 20 || counts[l.level][1] < 20 {
+			t.Errorf("%s: %d allowed, %d denied; the generator must produce both", l.level, counts[l.level][0], counts[l.level][1])
+		}
+	}
+	t.Logf("%d pods: same verdict as Pod Security Admission at every level; allowed/denied: baseline %v, restricted %v",
+		len(pods), counts[api.LevelBaseline], counts[api.LevelRestricted])
+}
+
+// handWrittenPods are the edges each control turns on, written out.
+func handWrittenPods(t *testing.T) []map[string]any {
+	docs := []string{
+		// restricted-compliant
+		`{spec: {securityContext: {runAsNonRoot: true, seccompProfile: {type: RuntimeDefault}}, containers: [{name: a, image: x, securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL], add: [NET_BIND_SERVICE]}}}]}}`,
+		// baseline-only: no seccomp, runs as root, keeps capabilities
+		`{spec: {containers: [{name: a, image: x, securityContext: {capabilities: {add: [CHOWN]}}}]}}`,
+		// Windows pod: exempt from restricted privilege escalation, seccomp, capabilities
+		`{spec: {os: {name: windows}, securityContext: {runAsNonRoot: true}, containers: [{name: a, image: x}]}}`,
+		// user namespace relaxes runAsNonRoot/runAsUser and procMount
+		`{spec: {hostUsers: false, securityContext: {seccompProfile: {type: RuntimeDefault}}, containers: [{name: a, image: x, securityContext: {runAsUser: 0, procMount: Unmasked, allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}}]}}`,
+		// pod-level runAsUser 0 overridden by the container: still denied at restricted
+		`{spec: {securityContext: {runAsNonRoot: true, runAsUser: 0, seccompProfile: {type: RuntimeDefault}}, containers: [{name: a, image: x, securityContext: {runAsUser: 1000, allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}}]}}`,
+		// hostPath volume nobody mounts: denied by baseline
+		`{spec: {volumes: [{name: h, hostPath: {path: /etc}}], containers: [{name: a, image: x}]}}`,
+		// AppArmor annotation unconfined, field RuntimeDefault
+		`{metadata: {annotations: {container.apparmor.security.beta.kubernetes.io/a: unconfined}}, spec: {containers: [{name: a, image: x, securityContext: {appArmorProfile: {type: RuntimeDefault}}}]}}`,
+		// capability spelled with CAP_: not in the baseline list
+		`{spec: {containers: [{name: a, image: x, securityContext: {capabilities: {add: [CAP_CHOWN]}}}]}}`,
+		// host port 0 is no host port
+		`{spec: {containers: [{name: a, image: x, ports: [{containerPort: 80, hostPort: 0}]}]}}`,
+		// probe host
+		`{spec: {containers: [{name: a, image: x, livenessProbe: {httpGet: {host: 10.0.0.1, port: 80}}}]}}`,
+		// ephemeral container added by kubectl debug
+		`{spec: {containers: [{name: a, image: x}], ephemeralContainers: [{name: d, image: busybox, securityContext: {privileged: true}}]}}`,
+	}
+	var out []map[string]any
+	for i, d := range docs {
+		var m map[string]any
+		if err := yaml.Unmarshal([]byte(d), &m); err != nil {
+			t.Fatalf("hand-written pod %d: %v", i, err)
+		}
+		m["apiVersion"], m["kind"] = "v1", "Pod"
+		meta, _ := m["metadata"].(map[string]any)
+		if meta == nil {
+			meta = map[string]any{}
+		}
+		meta["name"], meta["namespace"] = fmt.Sprintf("hand-%d", i), "apps"
+		m["metadata"] = meta
+		out = append(out, m)
+	}
+	return out
+}

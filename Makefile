@@ -49,6 +49,7 @@ bench: build ## benchmarks with their figures (see README "Performance")
 	$(GO) test -run='^$$' -bench=MemoryPerCachedEntry -benchtime=1x -count=1 ./provider/internal/lookup
 	$(GO) test -run='^$$' -bench=CachedLookup -count=1 ./provider/internal/lookup
 	./$(BIN) bench --duration $(BENCHTIME)
+	$(GO) test -run='^$$' -bench=DefenderSet -benchtime=3s -cpu 1 ./test/templates
 
 image: ## container image (needs a Docker engine)
 	docker build --build-arg VERSION=$(VERSION) -t $(IMAGE) .

@@ -2,16 +2,11 @@ package templates_test
 
 import (
 	"context"
-	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
-	"github.com/open-policy-agent/gatekeeper/v3/apis"
 	"github.com/open-policy-agent/gatekeeper/v3/pkg/gator"
-	"github.com/open-policy-agent/gatekeeper/v3/pkg/gator/reader"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/yaml"
 )
 
@@ -96,36 +91,15 @@ func BenchmarkDefenderSet(b *testing.B) {
 	}
 }
 
+// loadDefender adds every template and the Defender set, made to deny so
+// the rules are measured, not the audit-only effect.
 func loadDefender(b *testing.B, c gator.Client) int {
-	scheme := runtime.NewScheme()
-	if err := apis.AddToScheme(scheme); err != nil {
-		b.Fatal(err)
-	}
-	tmpls, _ := filepath.Glob(filepath.Join(root, "templates", "*.yaml"))
-	for _, f := range tmpls {
-		tmpl, err := reader.ReadTemplate(scheme, os.DirFS("/"), strings.TrimPrefix(mustAbs(b, f), "/"))
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, err := c.AddTemplate(context.Background(), tmpl); err != nil {
-			b.Fatal(err)
-		}
-	}
+	addTemplates(b, c)
 	files, _ := filepath.Glob(filepath.Join(root, "constraints", "defender", "*.yaml"))
 	for _, f := range files {
-		raw, err := os.ReadFile(f)
-		if err != nil {
-			b.Fatal(err)
-		}
-		u, err := reader.ReadUnstructured(raw)
-		if err != nil {
-			b.Fatal(err)
-		}
-		// Measure the rules, not the audit-only effect.
+		u := readConstraint(b, f)
 		_ = unstructured.SetNestedField(u.Object, "deny", "spec", "enforcementAction")
-		if _, err := c.AddConstraint(context.Background(), u); err != nil {
-			b.Fatal(err)
-		}
+		addConstraint(b, c, u)
 	}
 	return len(files)
 }

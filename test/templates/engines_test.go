@@ -13,30 +13,21 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/open-policy-agent/gatekeeper/v3/apis"
 	"github.com/open-policy-agent/gatekeeper/v3/pkg/gator"
-	"github.com/open-policy-agent/gatekeeper/v3/pkg/gator/reader"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/yaml"
 )
-
-const root = "../.."
 
 // loadPack adds every template and every suite constraint to c and returns
 // the constraints' names. Each is renamed after its suite and test, so none
 // collide.
 func loadPack(t testing.TB, c gator.Client) []string {
 	t.Helper()
-	scheme := runtime.NewScheme()
-	if err := apis.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
+	addTemplates(t, c)
 	suites, err := filepath.Glob(filepath.Join(root, "gator-suites", "*", "suite.yaml"))
 	if err != nil || len(suites) == 0 {
 		t.Fatalf("no suites: %v", err)
 	}
-	added := map[string]bool{}
 	var names []string
 	for _, sf := range suites {
 		raw, err := os.ReadFile(sf)
@@ -50,43 +41,14 @@ func loadPack(t testing.TB, c gator.Client) []string {
 		if err := yaml.Unmarshal(raw, &suite); err != nil {
 			t.Fatalf("%s: %v", sf, err)
 		}
-		dir := filepath.Dir(sf)
 		for _, test := range suite.Tests {
-			tp := filepath.Clean(filepath.Join(dir, test.Template))
-			if !added[tp] {
-				tmpl, err := reader.ReadTemplate(scheme, os.DirFS("/"), strings.TrimPrefix(mustAbs(t, tp), "/"))
-				if err != nil {
-					t.Fatalf("%s: %v", tp, err)
-				}
-				if _, err := c.AddTemplate(context.Background(), tmpl); err != nil {
-					t.Fatalf("%s: %v", tp, err)
-				}
-				added[tp] = true
-			}
-			craw, err := os.ReadFile(filepath.Join(dir, test.Constraint))
-			if err != nil {
-				t.Fatal(err)
-			}
-			u, err := reader.ReadUnstructured(craw)
-			if err != nil {
-				t.Fatal(err)
-			}
+			u := readConstraint(t, filepath.Join(filepath.Dir(sf), test.Constraint))
 			u.SetName(fmt.Sprintf("%s-%s", suite.Metadata.Name, test.Name))
-			if _, err := c.AddConstraint(context.Background(), u); err != nil {
-				t.Fatalf("%s: %v", test.Constraint, err)
-			}
+			addConstraint(t, c, u)
 			names = append(names, u.GetName())
 		}
 	}
 	return names
-}
-
-func mustAbs(t testing.TB, p string) string {
-	a, err := filepath.Abs(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a
 }
 
 // verdicts is the sorted "constraint: message" list of a review.
@@ -106,13 +68,7 @@ func verdicts(t testing.TB, c gator.Client, obj *unstructured.Unstructured) []st
 
 func clients(t testing.TB) (cel, rego gator.Client, constraints []string) {
 	t.Helper()
-	var err error
-	if cel, err = gator.NewOPAClient(false, gator.WithK8sCEL()); err != nil {
-		t.Fatal(err)
-	}
-	if rego, err = gator.NewOPAClient(false); err != nil {
-		t.Fatal(err)
-	}
+	cel, rego = newClient(t, true), newClient(t, false)
 	constraints = loadPack(t, cel)
 	loadPack(t, rego)
 	return cel, rego, constraints

@@ -1,17 +1,13 @@
 package templates_test
 
 import (
-	"context"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/open-policy-agent/gatekeeper/v3/apis"
 	"github.com/open-policy-agent/gatekeeper/v3/pkg/gator"
-	"github.com/open-policy-agent/gatekeeper/v3/pkg/gator/reader"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -24,39 +20,10 @@ import (
 // and the constraints of the given constraints/pss directories.
 func pssClient(t *testing.T, dirs ...string) gator.Client {
 	t.Helper()
-	c, err := gator.NewOPAClient(false, gator.WithK8sCEL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	scheme := runtime.NewScheme()
-	if err := apis.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
-	tmpls, _ := filepath.Glob(filepath.Join(root, "templates", "*.yaml"))
-	for _, f := range tmpls {
-		tmpl, err := reader.ReadTemplate(scheme, os.DirFS("/"), strings.TrimPrefix(mustAbs(t, f), "/"))
-		if err != nil {
-			t.Fatalf("%s: %v", f, err)
-		}
-		if _, err := c.AddTemplate(context.Background(), tmpl); err != nil {
-			t.Fatalf("%s: %v", f, err)
-		}
-	}
+	c := newClient(t, true)
+	addTemplates(t, c)
 	for _, d := range dirs {
-		files, _ := filepath.Glob(filepath.Join(root, "constraints", "pss", d, "*.yaml"))
-		for _, f := range files {
-			raw, err := os.ReadFile(f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			u, err := reader.ReadUnstructured(raw)
-			if err != nil {
-				t.Fatalf("%s: %v", f, err)
-			}
-			if _, err := c.AddConstraint(context.Background(), u); err != nil {
-				t.Fatalf("%s: %v", f, err)
-			}
-		}
+		addConstraintDirs(t, c, filepath.Join("pss", d))
 	}
 	return c
 }

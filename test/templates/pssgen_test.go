@@ -72,9 +72,13 @@ var deviations = []func(*rand.Rand, map[string]any){
 	func(r *rand.Rand, p map[string]any) {
 		sc(anyContainer(r, p))["seccompProfile"] = map[string]any{"type": pick(r, "Unconfined", "Localhost", "RuntimeDefault")}
 	},
-	func(r *rand.Rand, p map[string]any) { p["spec"].(map[string]any)["os"] = map[string]any{"name": "windows"} },
+	func(r *rand.Rand, p map[string]any) {
+		p["spec"].(map[string]any)["os"] = map[string]any{"name": "windows"}
+	},
 	func(r *rand.Rand, p map[string]any) { p["spec"].(map[string]any)["hostUsers"] = false },
-	func(r *rand.Rand, p map[string]any) { p["spec"].(map[string]any)[pick(r, "hostPID", "hostIPC", "hostNetwork")] = true },
+	func(r *rand.Rand, p map[string]any) {
+		p["spec"].(map[string]any)[pick(r, "hostPID", "hostIPC", "hostNetwork")] = true
+	},
 	func(r *rand.Rand, p map[string]any) {
 		c := anyContainer(r, p)
 		c["ports"] = []any{map[string]any{"containerPort": int64(80), "hostPort": int64(pick(r, 0, 80))}}
@@ -82,7 +86,9 @@ var deviations = []func(*rand.Rand, map[string]any){
 	func(r *rand.Rand, p map[string]any) {
 		p["spec"].(map[string]any)["volumes"] = []any{map[string]any{"name": "v", pick(r, "hostPath", "nfs", "configMap", "emptyDir", "image"): map[string]any{}}}
 	},
-	func(r *rand.Rand, p map[string]any) { sc(anyContainer(r, p))["procMount"] = pick(r, "Unmasked", "Default") },
+	func(r *rand.Rand, p map[string]any) {
+		sc(anyContainer(r, p))["procMount"] = pick(r, "Unmasked", "Default")
+	},
 	func(r *rand.Rand, p map[string]any) {
 		sc(anyContainer(r, p))["seLinuxOptions"] = map[string]any{pick(r, "type", "user", "role"): pick(r, "container_t", "spc_t", "")}
 	},

@@ -142,6 +142,9 @@ func run(root string, check bool) error {
 		files[filepath.Join(root, "templates", name+".yaml")] = out
 	}
 	files[filepath.Join(root, "templates", "README.md")] = docs(sources)
+	if err := mirrorIntoChart(root, files); err != nil {
+		return err
+	}
 	paths := make([]string, 0, len(files))
 	for p := range files {
 		paths = append(paths, p)
@@ -154,6 +157,9 @@ func run(root string, check bool) error {
 				stale = append(stale, path)
 			}
 			continue
+		}
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return err
 		}
 		if err := os.WriteFile(path, out, 0o644); err != nil {
 			return err
@@ -253,6 +259,31 @@ func build(root, dir string) ([]byte, string, error) {
 		return nil, "", err
 	}
 	return buf.Bytes(), name, nil
+}
+
+// mirrorIntoChart copies the templates and the constraint sets into the
+// Helm chart's files/, since a chart cannot read files outside itself.
+func mirrorIntoChart(root string, files map[string][]byte) error {
+	chartFiles := filepath.Join(root, "charts", "moat", "files")
+	for path, data := range files {
+		if strings.HasSuffix(path, ".yaml") {
+			files[filepath.Join(chartFiles, "templates", filepath.Base(path))] = data
+		}
+	}
+	for _, set := range []string{"expansion", "defender", "pss/baseline", "pss/restricted"} {
+		matches, err := filepath.Glob(filepath.Join(root, "constraints", set, "*.yaml"))
+		if err != nil {
+			return err
+		}
+		for _, m := range matches {
+			data, err := os.ReadFile(m)
+			if err != nil {
+				return err
+			}
+			files[filepath.Join(chartFiles, "constraints", set, filepath.Base(m))] = data
+		}
+	}
+	return nil
 }
 
 // docs is templates/README.md: one entry per template, from its source.

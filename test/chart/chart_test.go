@@ -1,0 +1,314 @@
+// Package chart_test renders the Helm chart with helm itself (pinned in
+// tools/helm) and checks what it installs: certificates that verify,
+// deadlines inside Gatekeeper's timeouts, the constraint sets asked for, and
+// pods that pass Moat's own Pod Security Standards and Defender rules.
+package chart_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/open-policy-agent/gatekeeper/v3/apis"
+	"github.com/open-policy-agent/gatekeeper/v3/pkg/gator"
+	"github.com/open-policy-agent/gatekeeper/v3/pkg/gator/reader"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/yaml"
+)
+
+const root = "../.."
+
+func helm(t *testing.T, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("go", append([]string{"tool", "-modfile=tools/helm/go.mod", "helm"}, args...)...)
+	cmd.Dir = root
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("helm %s: %v\n%s%s", strings.Join(args, " "), err, out.String(), errb.String())
+	}
+	return out.String()
+}
+
+// render is `helm template` in gatekeeper-system, parsed into objects.
+func render(t *testing.T, sets ...string) []*unstructured.Unstructured {
+	t.Helper()
+	args := []string{"template", "moat", "charts/moat", "-n", "gatekeeper-system", "--kube-version", "1.34.0"}
+	for _, s := range sets {
+		args = append(args, "--set", s)
+	}
+	var objs []*unstructured.Unstructured
+	for _, doc := range strings.Split(helm(t, args...), "\n---") {
+		u, err := reader.ReadUnstructured([]byte(doc))
+		if err != nil || u == nil || u.GetKind() == "" {
+			continue
+		}
+		objs = append(objs, u)
+	}
+	return objs
+}
+
+func find(objs []*unstructured.Unstructured, kind, name string) *unstructured.Unstructured {
+	for _, o := range objs {
+		if o.GetKind() == kind && (name == "" || o.GetName() == name) {
+			return o
+		}
+	}
+	return nil
+}
+
+func TestLintStrict(t *testing.T) {
+	helm(t, "lint", "--strict", "charts/moat", "--kube-version", "1.34.0")
+}
+
+func TestCertificatesVerifyAndProvidersTrustThem(t *testing.T) {
+	objs := render(t)
+	secret := find(objs, "Secret", "moat-tls")
+	if secret == nil {
+		t.Fatal("no moat-tls secret")
+	}
+	data, _, _ := unstructured.NestedStringMap(secret.Object, "data")
+	pemOf := func(k string) []byte {
+		b, err := base64.StdEncoding.DecodeString(data[k])
+		if err != nil {
+			t.Fatalf("%s: %v", k, err)
+		}
+		return b
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pemOf("ca.crt")) {
+		t.Fatal("ca.crt is not a certificate")
+	}
+	block, _ := pem.Decode(pemOf("tls.crt"))
+	leaf, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, DNSName: "moat.gatekeeper-system.svc", CurrentTime: time.Now()}); err != nil {
+		t.Errorf("serving certificate does not verify for the Service name: %v", err)
+	}
+	for _, name := range []string{"moat", "moat-mutate"} {
+		p := find(objs, "Provider", name)
+		if p == nil {
+			t.Fatalf("no Provider %s", name)
+		}
+		ca, _, _ := unstructured.NestedString(p.Object, "spec", "caBundle")
+		if ca != data["ca.crt"] {
+			t.Errorf("Provider %s caBundle is not the CA that signed the serving certificate", name)
+		}
+		url, _, _ := unstructured.NestedString(p.Object, "spec", "url")
+		if !strings.HasPrefix(url, "https://moat.gatekeeper-system.svc:8443/") {
+			t.Errorf("Provider %s url %q", name, url)
+		}
+	}
+}
+
+func args(t *testing.T, objs []*unstructured.Unstructured) []string {
+	d := find(objs, "Deployment", "moat")
+	cs, _, _ := unstructured.NestedSlice(d.Object, "spec", "template", "spec", "containers")
+	a, _, _ := unstructured.NestedStringSlice(cs[0].(map[string]any), "args")
+	return a
+}
+
+func TestDeadlinesStayInsideProviderTimeouts(t *testing.T) {
+	objs := render(t)
+	for _, c := range []struct{ provider, flag string }{{"moat", "--validate-deadline="}, {"moat-mutate", "--mutate-deadline="}} {
+		timeout, _, _ := unstructured.NestedInt64(find(objs, "Provider", c.provider).Object, "spec", "timeout")
+		var deadline time.Duration
+		for _, a := range args(t, objs) {
+			if v, ok := strings.CutPrefix(a, c.flag); ok {
+				deadline, _ = time.ParseDuration(v)
+			}
+		}
+		if deadline <= 0 || deadline >= time.Duration(timeout)*time.Second {
+			t.Errorf("%s %s is not inside the Provider's timeout of %ds", c.flag, deadline, timeout)
+		}
+	}
+}
+
+func TestSwitches(t *testing.T) {
+	def := render(t)
+	if n := count(def, "ConstraintTemplate"); n != 24 {
+		t.Errorf("default: %d ConstraintTemplates, want 24", n)
+	}
+	if constraints(def) != 0 {
+		t.Errorf("default installs %d constraints, want none until asked", constraints(def))
+	}
+	all := render(t, "policies.defender.enabled=true", "policies.podSecurity.level=restricted",
+		"policies.podSecurity.enforcementAction=warn", "policies.exemptNamespaces={monitoring}",
+		"provider.registryCredentialsSecret=pull", "image.digest=sha256:"+strings.Repeat("ab", 32))
+	want := len(glob(t, "defender")) + len(glob(t, "pss/baseline")) + len(glob(t, "pss/restricted")) - 4
+	if n := constraints(all); n != want {
+		t.Errorf("defender + restricted: %d constraints, want %d (restricted replaces 4 baseline ones)", n, want)
+	}
+	caps := find(all, "MoatCapabilities", "pss-capabilities")
+	allowed, _, _ := unstructured.NestedStringSlice(caps.Object, "spec", "parameters", "allowedCapabilities")
+	if !slices.Equal(allowed, []string{"NET_BIND_SERVICE"}) {
+		t.Errorf("pss-capabilities is the baseline one (%v), want restricted's", allowed)
+	}
+	if a, _, _ := unstructured.NestedString(caps.Object, "spec", "enforcementAction"); a != "warn" {
+		t.Errorf("podSecurity.enforcementAction not applied: %q", a)
+	}
+	ex, _, _ := unstructured.NestedStringSlice(find(all, "MoatPrivileged", "defender-privileged").Object, "spec", "match", "excludedNamespaces")
+	for _, want := range []string{"kube-system", "gatekeeper-system", "monitoring"} {
+		if !slices.Contains(ex, want) {
+			t.Errorf("excludedNamespaces %v lacks %s", ex, want)
+		}
+	}
+	d := find(all, "Deployment", "moat")
+	cs, _, _ := unstructured.NestedSlice(d.Object, "spec", "template", "spec", "containers")
+	if img := cs[0].(map[string]any)["image"]; img != "ghcr.io/moat-dev/moat@sha256:"+strings.Repeat("ab", 32) {
+		t.Errorf("image %v, want pulled by digest", img)
+	}
+	if !slices.Contains(args(t, all), "--registry-config=/etc/moat/registry/.dockerconfigjson") {
+		t.Error("registry credentials not wired")
+	}
+}
+
+func glob(t *testing.T, set string) []string {
+	m, err := filepath.Glob(filepath.Join(root, "constraints", set, "*.yaml"))
+	if err != nil || len(m) == 0 {
+		t.Fatalf("constraints/%s: %v", set, err)
+	}
+	return m
+}
+
+func count(objs []*unstructured.Unstructured, kind string) int {
+	n := 0
+	for _, o := range objs {
+		if o.GetKind() == kind {
+			n++
+		}
+	}
+	return n
+}
+
+func constraints(objs []*unstructured.Unstructured) int {
+	n := 0
+	for _, o := range objs {
+		if strings.HasPrefix(o.GetAPIVersion(), "constraints.gatekeeper.sh/") {
+			n++
+		}
+	}
+	return n
+}
+
+// The chart's own pods must pass Moat's Pod Security Standards (restricted)
+// and every Defender rule but the registry allow-list, which only the user
+// can fill in: Moat passes its own policies.
+func TestOwnPodsPassMoatsPolicies(t *testing.T) {
+	objs := render(t, "policies.defender.enabled=true", "policies.podSecurity.level=restricted")
+	c, err := gator.NewOPAClient(false, gator.WithK8sCEL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	scheme := runtime.NewScheme()
+	if err := apis.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob(filepath.Join(root, "templates", "*.yaml"))
+	for _, f := range files {
+		abs, _ := filepath.Abs(f)
+		tmpl, err := reader.ReadTemplate(scheme, os.DirFS("/"), strings.TrimPrefix(abs, "/"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.AddTemplate(context.Background(), tmpl); err != nil {
+			t.Fatal(err)
+		}
+	}
+	added := 0
+	for _, o := range objs {
+		if strings.HasPrefix(o.GetAPIVersion(), "constraints.gatekeeper.sh/") && o.GetName() != "defender-allowed-images" {
+			// Judge the pod as if it ran elsewhere: the chart exempts its own namespace.
+			unstructured.RemoveNestedField(o.Object, "spec", "match", "excludedNamespaces")
+			if _, err := c.AddConstraint(context.Background(), o); err != nil {
+				t.Fatal(err)
+			}
+			added++
+		}
+	}
+	d := find(objs, "Deployment", "moat")
+	tmpl, _, _ := unstructured.NestedMap(d.Object, "spec", "template")
+	pod := &unstructured.Unstructured{Object: tmpl}
+	pod.SetAPIVersion("v1")
+	pod.SetKind("Pod")
+	pod.SetName("moat-provider")
+	pod.SetNamespace("apps")
+	resp, err := c.Review(context.Background(), pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range resp.Results() {
+		js, _ := yaml.Marshal(pod.Object)
+		t.Errorf("%s: %s\n%s", r.Constraint.GetName(), r.Msg, js)
+	}
+	if added < 25 {
+		t.Fatalf("only %d constraints judged the pod", added)
+	}
+}
+
+// The Dockerfile's claims that can be checked without a Docker engine: a
+// static build, a distroless or scratch final stage with no shell, a
+// numeric non-root user, and an exec-form entrypoint.
+func TestDockerfile(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join(root, "Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var from, user, entry string
+	static := false
+	for _, line := range strings.Split(string(raw), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		switch f[0] {
+		case "FROM":
+			from, user = f[1], "" // each stage starts as root
+		case "USER":
+			user = f[1]
+		case "ENTRYPOINT":
+			entry = strings.Join(f[1:], " ")
+		case "RUN":
+			if strings.Contains(line, "CGO_ENABLED=0") {
+				static = true
+			}
+		}
+	}
+	if !static {
+		t.Error("the binary is not built with CGO_ENABLED=0")
+	}
+	if !strings.Contains(from, "distroless/static") && from != "scratch" {
+		t.Errorf("final stage %q is not distroless static or scratch", from)
+	}
+	uid, _, _ := strings.Cut(user, ":")
+	if uid == "" || uid == "0" || uid == "root" || strings.Trim(uid, "0123456789") != "" {
+		t.Errorf("USER %q is not a numeric non-root user", user)
+	}
+	if !strings.HasPrefix(entry, "[") {
+		t.Errorf("ENTRYPOINT %q is not exec form (the image has no shell)", entry)
+	}
+}
+
+// A misspelt or out-of-range value is refused at install, not ignored.
+func TestValuesSchemaRefusesMistakes(t *testing.T) {
+	for _, bad := range []string{"policies.podSecurity.level=strict", "providers.mutate.timeout=2", "provider.validateDeadline=2", "replicas=3"} {
+		cmd := exec.Command("go", "tool", "-modfile=tools/helm/go.mod", "helm", "template", "moat", "charts/moat", "--kube-version", "1.34.0", "--set", bad)
+		cmd.Dir = root
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "values don't meet the specifications of the schema") {
+			t.Errorf("--set %s: %v\n%s", bad, err, out)
+		}
+	}
+}

@@ -270,7 +270,7 @@ func mirrorIntoChart(root string, files map[string][]byte) error {
 			files[filepath.Join(chartFiles, "templates", filepath.Base(path))] = data
 		}
 	}
-	for _, set := range []string{"expansion", "defender", "pss/baseline", "pss/restricted"} {
+	for _, set := range []string{"expansion", "mutation", "defender", "pss/baseline", "pss/restricted"} {
 		matches, err := filepath.Glob(filepath.Join(root, "constraints", set, "*.yaml"))
 		if err != nil {
 			return err

@@ -183,6 +183,26 @@ func glob(t *testing.T, set string) []string {
 	return m
 }
 
+func TestDigestMutatorSwitch(t *testing.T) {
+	if n := count(render(t), "Assign"); n != 0 {
+		t.Errorf("default renders %d Assign mutators, want none", n)
+	}
+	objs := render(t, "mutation.pinDigests=true")
+	if n := count(objs, "Assign"); n != 3 {
+		t.Fatalf("%d Assign mutators, want 3", n)
+	}
+	for _, o := range objs {
+		if o.GetKind() != "Assign" {
+			continue
+		}
+		p, _, _ := unstructured.NestedString(o.Object, "spec", "parameters", "assign", "externalData", "provider")
+		ex, _, _ := unstructured.NestedStringSlice(o.Object, "spec", "match", "excludedNamespaces")
+		if p != "moat-mutate" || find(objs, "Provider", p) == nil || !slices.Contains(ex, "gatekeeper-system") {
+			t.Errorf("%s: provider %q, excluded %v", o.GetName(), p, ex)
+		}
+	}
+}
+
 func count(objs []*unstructured.Unstructured, kind string) int {
 	n := 0
 	for _, o := range objs {

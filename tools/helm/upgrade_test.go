@@ -20,7 +20,9 @@ import (
 )
 
 // cluster is a fake API server holding what earlier renders installed.
-type cluster struct{ client *dynamicfake.FakeDynamicClient }
+type cluster struct {
+	client *dynamicfake.FakeDynamicClient
+}
 
 var secrets = schema.GroupVersionResource{Version: "v1", Resource: "secrets"}
 

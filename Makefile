@@ -7,8 +7,9 @@ LDFLAGS   := -s -w -X main.version=$(VERSION)
 IMAGE     ?= moat:$(VERSION)
 FUZZTIME  ?= 10s
 BENCHTIME ?= 5s
+HELM      := $(GO) tool -modfile=tools/helm/go.mod helm
 
-.PHONY: help build run run-check test unit fuzz lint policy generate bench image clean
+.PHONY: help build run run-check test unit fuzz lint policy chart-policy generate bench image clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -22,7 +23,7 @@ run: build ## dev certificates, a local registry with sample images, moat serve,
 run-check: build ## run `make run` once, non-interactively, and fail if any step fails
 	MOAT_RUN_ONCE=1 MOAT_REGISTRY_PORT=15001 MOAT_PORT=18443 MOAT_METRICS_PORT=18080 ./hack/run.sh
 
-test: lint unit fuzz policy run-check ## everything CI runs
+test: lint unit fuzz policy chart-policy run-check ## everything CI runs
 
 unit: ## unit, integration and Gatekeeper-client tests
 	$(GO) test -race -count=1 ./provider/...
@@ -40,6 +41,14 @@ policy: ## templates up to date; every gator suite passes with CEL and again wit
 	$(GO) run ./templates/gen -check
 	$(GO) tool gator verify ./gator-suites/...
 	$(GO) tool gator verify --enable-k8s-native-validation=false ./gator-suites/...
+
+chart-policy: ## the chart's own pods pass the Pod Security Standards (restricted), through gator
+	@mkdir -p .run
+	$(HELM) lint --strict charts/moat --kube-version 1.34.0
+	$(HELM) template moat charts/moat -n moat-check --kube-version 1.34.0 \
+	  --set policies.templates=false --set policies.expansion=false > .run/chart.yaml
+	$(GO) tool gator test $(addprefix -f ,$(wildcard templates/*.yaml)) -f constraints/expansion/ \
+	  -f constraints/pss/baseline/ -f constraints/pss/restricted/ -f .run/chart.yaml 2>/dev/null
 
 lint: ## gofmt, go vet, staticcheck
 	@out=$$(gofmt -l provider test templates tools); if [ -n "$$out" ]; then echo "not gofmt-formatted:"; echo "$$out"; exit 1; fi

@@ -9,6 +9,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apiextensions-apiserver/pkg/apis/apiextensions"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
@@ -64,7 +65,8 @@ func gatekeeperSchemas(t *testing.T) map[string]*apiextensions.JSONSchemaProps {
 func TestRenderedManifestsMatchTheirSchemas(t *testing.T) {
 	schemas := gatekeeperSchemas(t)
 	objs := render(t, "policies.defender.enabled=true", "policies.podSecurity.level=restricted", "mutation.pinDigests=true",
-		"provider.registryCredentialsSecret=pull")
+		"provider.registryCredentialsSecret=pull", "networkPolicy.enabled=true",
+		"networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.name=monitoring")
 	seen := map[string]int{}
 	for _, o := range objs {
 		gvk := o.GroupVersionKind()
@@ -83,6 +85,8 @@ func TestRenderedManifestsMatchTheirSchemas(t *testing.T) {
 			typed = &corev1.Secret{}
 		case "policy/PodDisruptionBudget":
 			typed = &policyv1.PodDisruptionBudget{}
+		case "networking.k8s.io/NetworkPolicy":
+			typed = &networkingv1.NetworkPolicy{}
 		}
 		if typed != nil {
 			if err := yaml.UnmarshalStrict(js, typed); err != nil {
@@ -114,7 +118,7 @@ func TestRenderedManifestsMatchTheirSchemas(t *testing.T) {
 			t.Errorf("%s %s: fields the CRD does not know (the API server would drop them): %v", gvk.Kind, o.GetName(), unknown)
 		}
 	}
-	for _, k := range []string{"Deployment", "Service", "Secret", "PodDisruptionBudget", "Provider", "ConstraintTemplate", "ExpansionTemplate", "Assign"} {
+	for _, k := range []string{"Deployment", "Service", "Secret", "PodDisruptionBudget", "NetworkPolicy", "Provider", "ConstraintTemplate", "ExpansionTemplate", "Assign"} {
 		if seen[k] == 0 {
 			t.Errorf("no %s rendered; the test would prove nothing for it", k)
 		}

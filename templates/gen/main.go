@@ -33,9 +33,12 @@ type source struct {
 	Pod         bool     `yaml:"pod"`
 	// NoExclusions leaves out excludedContainers/excludedImages for pod
 	// rules that judge pod-level fields only.
-	NoExclusions bool      `yaml:"noExclusions"`
-	Libs         []string  `yaml:"libs"`
-	Parameters   yaml.Node `yaml:"parameters"`
+	NoExclusions bool `yaml:"noExclusions"`
+	// RegoOnly templates call external_data, which CEL cannot: Gatekeeper
+	// would run only the CEL of a template that has both, so they have none.
+	RegoOnly   bool      `yaml:"regoOnly"`
+	Libs       []string  `yaml:"libs"`
+	Parameters yaml.Node `yaml:"parameters"`
 }
 
 type celSource struct {
@@ -88,7 +91,7 @@ type crd struct {
 
 type target struct {
 	Target string   `yaml:"target"`
-	Code   []code   `yaml:"code"`
+	Code   []code   `yaml:"code,omitempty"`
 	Rego   string   `yaml:"rego"`
 	Libs   []string `yaml:"libs,omitempty"`
 }
@@ -177,8 +180,10 @@ func build(root, dir string) ([]byte, string, error) {
 		return nil, "", err
 	}
 	var cel celSource
-	if err := readYAML(filepath.Join(dir, "policy.cel.yaml"), &cel); err != nil {
-		return nil, "", err
+	if !src.RegoOnly {
+		if err := readYAML(filepath.Join(dir, "policy.cel.yaml"), &cel); err != nil {
+			return nil, "", err
+		}
 	}
 	rego, err := os.ReadFile(filepath.Join(dir, "policy.rego"))
 	if err != nil {
@@ -235,6 +240,9 @@ func build(root, dir string) ([]byte, string, error) {
 		Target: "admission.k8s.gatekeeper.sh",
 		Code:   []code{{Engine: "K8sNativeValidation", Source: cel}},
 		Rego:   string(rego),
+	}
+	if src.RegoOnly {
+		tg.Code = nil
 	}
 	for _, l := range libs {
 		b, err := os.ReadFile(filepath.Join(root, "library", l+".rego"))

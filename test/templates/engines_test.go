@@ -30,6 +30,9 @@ func loadPack(t testing.TB, c gator.Client) []string {
 	}
 	var names []string
 	for _, sf := range suites {
+		if _, err := os.Stat(filepath.Join(filepath.Dir(sf), "external-data.yaml")); err == nil {
+			continue // its templates call external_data: moat verify runs it
+		}
 		raw, err := os.ReadFile(sf)
 		if err != nil {
 			t.Fatal(err)

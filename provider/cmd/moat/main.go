@@ -36,6 +36,8 @@ var commands = map[string]command{
 	"bench-baseline-server": {run: runBaselineServer, hidden: true},
 }
 
+const verifySummary = "run gator Suites, with external data, offline (gator verify cannot load external_data)"
+
 // usageError is a mistake on the command line: exit code 2.
 type usageError struct{ msg string }
 

@@ -34,7 +34,7 @@ fuzz: ## each fuzz target for FUZZTIME (default 10s; FUZZTIME=10m for a longer r
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./provider/internal/reference
 	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME) ./provider/internal/protocol
 
-generate: ## build templates/*.yaml from templates/src and library/
+generate: ## templates/*.yaml and templates/README.md from templates/src and library/; the chart's files/
 	$(GO) run ./templates/gen
 
 # Suites whose templates call external_data, which gator cannot load: moat verify runs them.
@@ -61,6 +61,7 @@ chart-policy: ## the chart's own pods pass the Pod Security Standards (restricte
 lint: ## gofmt, go vet, staticcheck
 	@out=$$(gofmt -l provider test templates tools); if [ -n "$$out" ]; then echo "not gofmt-formatted:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags moat_slim ./provider/cmd/moat
 	$(GO) tool staticcheck ./...
 	cd tools/helm && $(GO) vet ./...
 

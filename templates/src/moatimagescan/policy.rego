@@ -1,0 +1,135 @@
+package moatimagescan
+
+import data.lib.moat.images
+import data.lib.moat.pods
+
+params := pods.params
+
+setting(name, default_value) := v {
+	v := params[name]
+	is_string(v)
+} else := default_value
+
+provider := setting("provider", "moat")
+
+on_list(repo, list) {
+	images.under(repo, params[list][_])
+}
+
+# decision(c) is [verdict, reason]: verdict "accept", "reject" or "scan".
+decision(c) := ["reject", "on alwaysReject"] {
+	on_list(images.repository(c.image), "alwaysReject")
+} else := ["accept", ""] {
+	on_list(images.repository(c.image), "alwaysAccept")
+} else := ["scan", ""] {
+	on_list(images.repository(c.image), "alwaysScanResult")
+} else := ["scan", ""] {
+	setting("defaultPolicy", "scan-result") == "scan-result"
+} else := ["accept", ""] {
+	setting("defaultPolicy", "scan-result") == "accept"
+} else := ["reject", "defaultPolicy is reject"]
+
+scanned := [c | c := pods.checked[_]; is_string(c.image); decision(c)[0] == "scan"]
+
+keys := sort({c.image | c := scanned[_]})
+
+response := external_data({"provider": provider, "keys": keys}) {
+	count(keys) > 0
+}
+
+answers := {r[0]: r[1] | r := object.get(response, "responses", [])[_]; is_string(r[0])}
+
+errors := {e[0]: e[1] | e := object.get(response, "errors", [])[_]; is_string(e[0])}
+
+system_error := s {
+	s := response.system_error
+	s != ""
+}
+
+# verdict(c) for a scanned image: [verdict, reason].
+verdict(c) := ["error", sprintf("the image provider failed: %s", [system_error])] {
+	system_error
+} else := ["error", sprintf("the image provider answered: %s", [errors[c.image]])] {
+	errors[c.image]
+} else := ["error", "the image provider gave no answer"] {
+	not answered(c.image)
+} else := [setting("reportPending", "reject"), "its scan is not finished (report_not_available)"] {
+	answers[c.image].status == "report_not_available"
+} else := [setting("scanFailed", "reject"), sprintf("its scan failed: %v", [object.get(answers[c.image], "reason", "no reason given")])] {
+	answers[c.image].status == "scan_failed"
+} else := ["reject", sprintf("its scan was rejected: %v", [object.get(answers[c.image], "reason", "no reason given")])] {
+	answers[c.image].status == "rejected"
+} else := ["reject", sprintf("%s exceeds maxFindings", [concat(", ", over(answers[c.image]))])] {
+	answers[c.image].status == "accepted"
+	count(over(answers[c.image])) > 0
+} else := ["accept", ""] {
+	answers[c.image].status == "accepted"
+} else := ["error", sprintf("the image provider answered an unknown status %v", [object.get(answers[c.image], "status", "(none)")])]
+
+# A helper, not "not is_object(answers[k])": OPA evaluates a call's
+# arguments outside the negation (an unanswered key would end the rule).
+answered(k) {
+	is_object(answers[k])
+}
+
+severities := ["critical", "high", "medium", "low", "negligible", "unknown"]
+
+# over(v): "<severity> <n> > <max>" for each severity over its maximum.
+over(v) := [sprintf("%s %d > %d", [s, n, m]) |
+	s := severities[_]
+	m := params.maxFindings[s]
+	n := counted(v, s)
+	n > m
+]
+
+# counted(v, s): findings of severity s that count: the summary (fixable
+# only, with ignoreUnfixed), less the allowed findings it includes.
+counted(v, s) := object.get(summary(v), s, 0) - count([f |
+	f := object.get(v, "findings", [])[_]
+	f.severity == s
+	allowed(f.id)
+	not unfixed_ignored(f)
+])
+
+summary(v) := object.get(v, "fixable", {}) {
+	params.ignoreUnfixed == true
+} else := object.get(v, "vulnerabilities", {})
+
+unfixed_ignored(f) {
+	params.ignoreUnfixed == true
+	object.get(f, "fixed", "") == ""
+}
+
+allowed(id) {
+	a := params.allowedFindings[_]
+	a.id == id
+	not expired(a)
+}
+
+expired(a) {
+	time.now_ns() > time.parse_rfc3339_ns(a.expires)
+}
+
+expired(a) {
+	regex.match(`^[0-9]{4}-[0-9]{2}-[0-9]{2}$`, a.expires)
+	time.now_ns() > time.parse_rfc3339_ns(concat("", [a.expires, "T23:59:59Z"]))
+}
+
+final(c) := [v, r] {
+	decision(c)[0] != "scan"
+	v := decision(c)[0]
+	r := decision(c)[1]
+} else := [v, r] {
+	res := verdict(c)
+	res[0] != "error"
+	v := res[0]
+	r := res[1]
+} else := [setting("providerError", "reject"), verdict(c)[1]]
+
+violation[{"msg": msg}] {
+	c := pods.checked[_]
+	is_string(c.image)
+	f := final(c)
+	f[0] == "reject"
+	msg := sprintf("container %s, image %s: denied: %s", [c.name, c.image, f[1]])
+}

@@ -26,6 +26,7 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.StringVar(&o.Key, "key", "", "with --provider-url: the client key")
 	fs.BoolVar(&o.CEL, "enable-k8s-native-validation", true, "run CEL where a template has it, as Gatekeeper does; false runs the Rego")
 	fs.StringVar(&o.Run, "run", "", "only tests and cases matching this regular expression (as gator verify --run)")
+	fs.StringVar(&o.Run, "r", "", "short for --run")
 	fs.BoolVar(&o.Verbose, "v", false, "print every test and case, not only failures")
 	if err := parseFlags(fs, args); err != nil {
 		return err

@@ -1,8 +1,9 @@
 package moatimagedigest
 
+import data.lib.moat.external
 import data.lib.moat.pods
 
-provider := object.get(pods.params, "provider", "moat")
+provider := external.setting("provider", "moat")
 
 reject_on_error {
 	not pods.params.providerError == "accept"
@@ -33,9 +34,9 @@ response := external_data({"provider": provider, "keys": keys}) {
 	count(keys) > 0
 }
 
-answers := {r[0]: r[1] | r := object.get(response, "responses", [])[_]; is_string(r[0])}
+answers := external.answers(response)
 
-errors := {e[0]: e[1] | e := object.get(response, "errors", [])[_]; is_string(e[0])}
+errors := external.errors(response)
 
 violation[{"msg": msg}] {
 	reject_on_error

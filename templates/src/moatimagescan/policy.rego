@@ -1,14 +1,12 @@
 package moatimagescan
 
+import data.lib.moat.external
 import data.lib.moat.images
 import data.lib.moat.pods
 
 params := pods.params
 
-setting(name, default_value) := v {
-	v := params[name]
-	is_string(v)
-} else := default_value
+setting(name, default_value) := external.setting(name, default_value)
 
 provider := setting("provider", "moat")
 
@@ -37,22 +35,11 @@ response := external_data({"provider": provider, "keys": keys}) {
 	count(keys) > 0
 }
 
-answers := {r[0]: r[1] | r := object.get(response, "responses", [])[_]; is_string(r[0])}
-
-errors := {e[0]: e[1] | e := object.get(response, "errors", [])[_]; is_string(e[0])}
-
-system_error := s {
-	s := response.system_error
-	s != ""
-}
+answers := external.answers(response)
 
 # verdict(c) for a scanned image: [verdict, reason].
-verdict(c) := ["error", sprintf("the image provider failed: %s", [system_error])] {
-	system_error
-} else := ["error", sprintf("the image provider answered: %s", [errors[c.image]])] {
-	errors[c.image]
-} else := ["error", "the image provider gave no answer"] {
-	not answered(c.image)
+verdict(c) := ["error", external.failure(response, answers, c.image)] {
+	external.failure(response, answers, c.image)
 } else := [setting("reportPending", "reject"), "its scan is not finished (report_not_available)"] {
 	answers[c.image].status == "report_not_available"
 } else := [setting("scanFailed", "reject"), sprintf("its scan failed: %v", [object.get(answers[c.image], "reason", "no reason given")])] {
@@ -65,12 +52,6 @@ verdict(c) := ["error", sprintf("the image provider failed: %s", [system_error])
 } else := ["accept", ""] {
 	answers[c.image].status == "accepted"
 } else := ["error", sprintf("the image provider answered an unknown status %v", [object.get(answers[c.image], "status", "(none)")])]
-
-# A helper, not "not is_object(answers[k])": OPA evaluates a call's
-# arguments outside the negation (an unanswered key would end the rule).
-answered(k) {
-	is_object(answers[k])
-}
 
 severities := ["critical", "high", "medium", "low", "negligible", "unknown"]
 

@@ -1,14 +1,12 @@
 package moatimagesignature
 
+import data.lib.moat.external
 import data.lib.moat.images
 import data.lib.moat.pods
 
 params := pods.params
 
-setting(name, default_value) := v {
-	v := params[name]
-	is_string(v)
-} else := default_value
+setting(name, default_value) := external.setting(name, default_value)
 
 exempt(c) {
 	images.under(images.repository(c.image), params.alwaysAccept[_])
@@ -22,20 +20,7 @@ response := external_data({"provider": setting("provider", "moat"), "keys": keys
 	count(keys) > 0
 }
 
-answers := {r[0]: r[1] | r := object.get(response, "responses", [])[_]; is_string(r[0])}
-
-errors := {e[0]: e[1] | e := object.get(response, "errors", [])[_]; is_string(e[0])}
-
-system_error := s {
-	s := response.system_error
-	s != ""
-}
-
-# A helper, not "not is_object(answers[k])": OPA evaluates a call's
-# arguments outside the negation (an unanswered key would end the rule).
-answered(k) {
-	is_object(answers[k])
-}
+answers := external.answers(response)
 
 signature(k) := s {
 	s := answers[k].signature
@@ -43,12 +28,8 @@ signature(k) := s {
 } else := {}
 
 # verdict(c): [verdict, reason]; "error" means the provider failed.
-verdict(c) := ["error", sprintf("the image provider failed: %s", [system_error])] {
-	system_error
-} else := ["error", sprintf("the image provider answered: %s", [errors[c.image]])] {
-	errors[c.image]
-} else := ["error", "the image provider gave no answer"] {
-	not answered(c.image)
+verdict(c) := ["error", external.failure(response, answers, c.image)] {
+	external.failure(response, answers, c.image)
 } else := ["accept", ""] {
 	signature(c.image).verified == true
 } else := [setting("pendingPolicy", "reject"), "its signature is not verified yet"] {

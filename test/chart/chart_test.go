@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
+	"github.com/moat-dev/moat/test/pack"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,15 +19,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/open-policy-agent/gatekeeper/v3/apis"
-	"github.com/open-policy-agent/gatekeeper/v3/pkg/gator"
 	"github.com/open-policy-agent/gatekeeper/v3/pkg/gator/reader"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/yaml"
 )
 
-const root = "../.."
+const root = pack.Root
 
 func helm(t *testing.T, args ...string) string {
 	t.Helper()
@@ -229,28 +227,8 @@ func constraints(objs []*unstructured.Unstructured) int {
 // can fill in: Moat passes its own policies.
 func TestOwnPodsPassMoatsPolicies(t *testing.T) {
 	objs := render(t, "policies.defender.enabled=true", "policies.podSecurity.level=restricted")
-	c, err := gator.NewOPAClient(false, gator.WithK8sCEL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	scheme := runtime.NewScheme()
-	if err := apis.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
-	files, _ := filepath.Glob(filepath.Join(root, "templates", "*.yaml"))
-	for _, f := range files {
-		if raw, _ := os.ReadFile(f); strings.Contains(string(raw), "external_data(") {
-			continue // gator's client cannot load it; the chart's pods use no image constraint yet
-		}
-		abs, _ := filepath.Abs(f)
-		tmpl, err := reader.ReadTemplate(scheme, os.DirFS("/"), strings.TrimPrefix(abs, "/"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := c.AddTemplate(context.Background(), tmpl); err != nil {
-			t.Fatal(err)
-		}
-	}
+	c := pack.NewClient(t, true)
+	pack.AddTemplates(t, c) // all but the external-data ones, which gator cannot load
 	added := 0
 	for _, o := range objs {
 		if strings.HasPrefix(o.GetAPIVersion(), "constraints.gatekeeper.sh/") && o.GetName() != "defender-allowed-images" {

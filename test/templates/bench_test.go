@@ -2,6 +2,7 @@ package templates_test
 
 import (
 	"context"
+	"github.com/moat-dev/moat/test/pack"
 	"path/filepath"
 	"testing"
 
@@ -94,12 +95,12 @@ func BenchmarkDefenderSet(b *testing.B) {
 // loadDefender adds every template and the Defender set, made to deny so
 // the rules are measured, not the audit-only effect.
 func loadDefender(b *testing.B, c gator.Client) int {
-	addTemplates(b, c)
-	files, _ := filepath.Glob(filepath.Join(root, "constraints", "defender", "*.yaml"))
+	pack.AddTemplates(b, c)
+	files, _ := filepath.Glob(filepath.Join(pack.Root, "constraints", "defender", "*.yaml"))
 	for _, f := range files {
-		u := readConstraint(b, f)
+		u := pack.ReadConstraint(b, f)
 		_ = unstructured.SetNestedField(u.Object, "deny", "spec", "enforcementAction")
-		addConstraint(b, c, u)
+		pack.AddConstraint(b, c, u)
 	}
 	return len(files)
 }

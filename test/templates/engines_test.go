@@ -6,6 +6,7 @@ package templates_test
 import (
 	"context"
 	"fmt"
+	"github.com/moat-dev/moat/test/pack"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -23,8 +24,8 @@ import (
 // collide.
 func loadPack(t testing.TB, c gator.Client) []string {
 	t.Helper()
-	addTemplates(t, c)
-	suites, err := filepath.Glob(filepath.Join(root, "gator-suites", "*", "suite.yaml"))
+	pack.AddTemplates(t, c)
+	suites, err := filepath.Glob(filepath.Join(pack.Root, "gator-suites", "*", "suite.yaml"))
 	if err != nil || len(suites) == 0 {
 		t.Fatalf("no suites: %v", err)
 	}
@@ -45,9 +46,9 @@ func loadPack(t testing.TB, c gator.Client) []string {
 			t.Fatalf("%s: %v", sf, err)
 		}
 		for _, test := range suite.Tests {
-			u := readConstraint(t, filepath.Join(filepath.Dir(sf), test.Constraint))
+			u := pack.ReadConstraint(t, filepath.Join(filepath.Dir(sf), test.Constraint))
 			u.SetName(fmt.Sprintf("%s-%s", suite.Metadata.Name, test.Name))
-			addConstraint(t, c, u)
+			pack.AddConstraint(t, c, u)
 			names = append(names, u.GetName())
 		}
 	}
@@ -71,7 +72,7 @@ func verdicts(t testing.TB, c gator.Client, obj *unstructured.Unstructured) []st
 
 func clients(t testing.TB) (cel, rego gator.Client, constraints []string) {
 	t.Helper()
-	cel, rego = newClient(t, true), newClient(t, false)
+	cel, rego = pack.NewClient(t, true), pack.NewClient(t, false)
 	constraints = loadPack(t, cel)
 	loadPack(t, rego)
 	return cel, rego, constraints

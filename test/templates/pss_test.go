@@ -2,6 +2,7 @@ package templates_test
 
 import (
 	"fmt"
+	"github.com/moat-dev/moat/test/pack"
 	"math/rand/v2"
 	"path/filepath"
 	"strings"
@@ -20,10 +21,10 @@ import (
 // and the constraints of the given constraints/pss directories.
 func pssClient(t *testing.T, dirs ...string) gator.Client {
 	t.Helper()
-	c := newClient(t, true)
-	addTemplates(t, c)
+	c := pack.NewClient(t, true)
+	pack.AddTemplates(t, c)
 	for _, d := range dirs {
-		addConstraintDirs(t, c, filepath.Join("pss", d))
+		pack.AddConstraintDirs(t, c, filepath.Join("pss", d))
 	}
 	return c
 }
@@ -108,7 +109,7 @@ func handWrittenPods(t *testing.T) []map[string]any {
 	docs := []string{
 		// restricted-compliant
 		`{spec: {securityContext: {runAsNonRoot: true, seccompProfile: {type: RuntimeDefault}}, containers: [{name: a, image: x, securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL], add: [NET_BIND_SERVICE]}}}]}}`,
-		// baseline-only: no seccomp, runs as root, keeps capabilities
+		// baseline-only: no seccomp, runs as pack.Root, keeps capabilities
 		`{spec: {containers: [{name: a, image: x, securityContext: {capabilities: {add: [CHOWN]}}}]}}`,
 		// Windows pod: exempt from restricted privilege escalation, seccomp, capabilities
 		`{spec: {os: {name: windows}, securityContext: {runAsNonRoot: true}, containers: [{name: a, image: x}]}}`,

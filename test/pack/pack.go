@@ -1,4 +1,6 @@
-package templates_test
+// Package pack loads the shipped policy pack (templates and constraint files)
+// into a gator client, as gator reads them, for the tests under test/.
+package pack
 
 import (
 	"context"
@@ -14,11 +16,12 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 )
 
-const root = "../.."
+// Root is the repository Root, seen from a package under test/.
+const Root = "../.."
 
-// newClient is a client as gator builds it: CEL first (as Gatekeeper runs
+// NewClient is a client as gator builds it: CEL first (as Gatekeeper runs
 // templates that carry both engines) or Rego only.
-func newClient(tb testing.TB, cel bool) gator.Client {
+func NewClient(tb testing.TB, cel bool) gator.Client {
 	tb.Helper()
 	var opts []gator.Opt
 	if cel {
@@ -31,9 +34,9 @@ func newClient(tb testing.TB, cel bool) gator.Client {
 	return c
 }
 
-// usesExternalData reports whether a template calls external_data: gator's
+// UsesExternalData reports whether a template calls external_data: gator's
 // client cannot load those (moat verify runs their suites).
-func usesExternalData(tb testing.TB, path string) bool {
+func UsesExternalData(tb testing.TB, path string) bool {
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		tb.Fatal(err)
@@ -41,23 +44,23 @@ func usesExternalData(tb testing.TB, path string) bool {
 	return strings.Contains(string(raw), "external_data(")
 }
 
-// addTemplates adds every shipped template (templates/*.yaml) that gator
+// AddTemplates adds every shipped template (templates/*.yaml) that gator
 // can load, read as gator reads them.
-func addTemplates(tb testing.TB, c gator.Client) {
+func AddTemplates(tb testing.TB, c gator.Client) {
 	tb.Helper()
 	scheme := runtime.NewScheme()
 	if err := apis.AddToScheme(scheme); err != nil {
 		tb.Fatal(err)
 	}
-	files, _ := filepath.Glob(filepath.Join(root, "templates", "*.yaml"))
+	files, _ := filepath.Glob(filepath.Join(Root, "templates", "*.yaml"))
 	if len(files) == 0 {
 		tb.Fatal("no templates")
 	}
 	for _, f := range files {
-		if usesExternalData(tb, f) {
+		if UsesExternalData(tb, f) {
 			continue
 		}
-		tmpl, err := reader.ReadTemplate(scheme, os.DirFS("/"), strings.TrimPrefix(mustAbs(tb, f), "/"))
+		tmpl, err := reader.ReadTemplate(scheme, os.DirFS("/"), strings.TrimPrefix(MustAbs(tb, f), "/"))
 		if err != nil {
 			tb.Fatalf("%s: %v", f, err)
 		}
@@ -67,8 +70,8 @@ func addTemplates(tb testing.TB, c gator.Client) {
 	}
 }
 
-// readConstraint reads one constraint file.
-func readConstraint(tb testing.TB, path string) *unstructured.Unstructured {
+// ReadConstraint reads one constraint file.
+func ReadConstraint(tb testing.TB, path string) *unstructured.Unstructured {
 	tb.Helper()
 	raw, err := os.ReadFile(path)
 	if err != nil {
@@ -81,31 +84,31 @@ func readConstraint(tb testing.TB, path string) *unstructured.Unstructured {
 	return u
 }
 
-// addConstraint adds u, failing the test on error.
-func addConstraint(tb testing.TB, c gator.Client, u *unstructured.Unstructured) {
+// AddConstraint adds u, failing the test on error.
+func AddConstraint(tb testing.TB, c gator.Client, u *unstructured.Unstructured) {
 	tb.Helper()
 	if _, err := c.AddConstraint(context.Background(), u); err != nil {
 		tb.Fatalf("constraint %s: %v", u.GetName(), err)
 	}
 }
 
-// addConstraintDirs adds every constraint in the given directories under
+// AddConstraintDirs adds every constraint in the given directories under
 // constraints/, in order (a later file of the same kind and name replaces
 // an earlier one) and returns how many files there were.
-func addConstraintDirs(tb testing.TB, c gator.Client, dirs ...string) int {
+func AddConstraintDirs(tb testing.TB, c gator.Client, dirs ...string) int {
 	tb.Helper()
 	n := 0
 	for _, d := range dirs {
-		files, _ := filepath.Glob(filepath.Join(root, "constraints", d, "*.yaml"))
+		files, _ := filepath.Glob(filepath.Join(Root, "constraints", d, "*.yaml"))
 		for _, f := range files {
-			addConstraint(tb, c, readConstraint(tb, f))
+			AddConstraint(tb, c, ReadConstraint(tb, f))
 			n++
 		}
 	}
 	return n
 }
 
-func mustAbs(tb testing.TB, p string) string {
+func MustAbs(tb testing.TB, p string) string {
 	a, err := filepath.Abs(p)
 	if err != nil {
 		tb.Fatal(err)

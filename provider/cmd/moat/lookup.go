@@ -84,12 +84,18 @@ func describe(it client.Item) string {
 	var v struct {
 		Pinned    string `json:"pinned"`
 		MediaType string `json:"mediaType"`
+		Status    string `json:"status"`
+		Reason    string `json:"reason"`
 	}
 	if json.Unmarshal(it.Value, &v) == nil && v.Pinned != "" {
+		s := v.Pinned
 		if v.MediaType != "" {
-			return v.Pinned + "  (" + v.MediaType + ")"
+			s += "  (" + v.MediaType + ")"
 		}
-		return v.Pinned
+		if v.Status != "" {
+			s += "\n\tscan: " + v.Status + ": " + v.Reason
+		}
+		return s
 	}
 	return string(it.Value)
 }

@@ -25,7 +25,9 @@ type command struct {
 var commands = map[string]command{
 	"serve":        {summary: "serve the external-data provider over mutual TLS", run: runServe},
 	"dev-certs":    {summary: "write a throw-away CA, server and client certificates", run: runDevCerts},
+	"scanner":      {summary: "serve the vulnerability scanner (Grype) for `serve --scanner=remote`", run: runScanner},
 	"lookup":       {summary: "send one ProviderRequest and print the answers", run: runLookup},
+	"dev-vulndb":   {summary: "write the sample vulnerability database the demo images are scanned with", run: runDevVulnDB},
 	"dev-registry": {summary: "run an in-memory OCI registry with sample images (development)", run: runDevRegistry},
 	"bench":        {summary: "measure the provider against a minimal server (see make bench)", run: runBench},
 	"version": {summary: "print the version", run: func(_ context.Context, _ []string, out, _ io.Writer) error {

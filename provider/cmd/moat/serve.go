@@ -43,6 +43,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		logFormat    = fs.String("log-format", "json", "log format: json or text")
 		logLevel     = fs.String("log-level", "info", "log level: debug, info, warn or error")
 	)
+	scanCfg := scanFlags(fs)
 	var insecureRegs listFlag
 	fs.Var(&insecureRegs, "insecure-registries", "comma-separated registry hosts (host:port) that may be reached over plain HTTP; no other host is")
 	if err := parseFlags(fs, args); err != nil {
@@ -61,6 +62,10 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	}
 	if *maxKeys <= 0 || *maxBody <= 0 || *cacheSize <= 0 || *perHost <= 0 {
 		return usageError{"--max-keys, --max-request-bytes, --cache-size and --registry-concurrency must be positive"}
+	}
+	sc, err := scanCfg()
+	if err != nil {
+		return err
 	}
 	log, err := newLogger(stderr, *logFormat, *logLevel)
 	if err != nil {
@@ -91,12 +96,13 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 			UserAgent:          "moat/" + version,
 		},
 		Certs: mtls.Files{Cert: *tlsCert, Key: *tlsKey, ClientCA: *clientCA},
+		Scan:  sc,
 	}, log)
 	if err != nil {
 		return err
 	}
-	log.Info("moat starting", "version", version)
-	if err := a.Server.Run(ctx, *addr, *opsAddr); err != nil {
+	log.Info("moat starting", "version", version, "scanner", sc.Mode)
+	if err := a.Run(ctx, *addr, *opsAddr); err != nil {
 		return err
 	}
 	log.Info("moat stopped")

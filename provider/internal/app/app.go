@@ -1,16 +1,34 @@
 // Package app wires the provider together: metrics, registry resolver,
-// lookup service, certificate reloader and server. `moat serve` and the
-// test environment both build through it, so tests run what ships.
+// lookup service, scans, certificate reloader and server. `moat serve`,
+// `moat scanner` and the test environment all build through it, so tests
+// run what ships.
 package app
 
 import (
+	"context"
+	"fmt"
 	"log/slog"
+	"net/http"
+	"time"
 
+	"github.com/moat-dev/moat/provider/internal/client"
+	"github.com/moat-dev/moat/provider/internal/grypescan"
 	"github.com/moat-dev/moat/provider/internal/lookup"
 	"github.com/moat-dev/moat/provider/internal/metrics"
 	"github.com/moat-dev/moat/provider/internal/mtls"
 	"github.com/moat-dev/moat/provider/internal/resolve"
+	"github.com/moat-dev/moat/provider/internal/scan"
+	"github.com/moat-dev/moat/provider/internal/scanremote"
+	"github.com/moat-dev/moat/provider/internal/scans"
 	"github.com/moat-dev/moat/provider/internal/server"
+	"github.com/moat-dev/moat/provider/internal/vulndb"
+)
+
+// Scanner modes.
+const (
+	ScannerOff      = "off"
+	ScannerEmbedded = "embedded"
+	ScannerRemote   = "remote"
 )
 
 // Config is everything `moat serve` is configured with, but addresses.
@@ -19,6 +37,32 @@ type Config struct {
 	Lookup   lookup.Options
 	Registry resolve.Options
 	Certs    mtls.Files
+	Scan     ScanConfig
+}
+
+// ScanConfig says whether and where images are scanned.
+type ScanConfig struct {
+	// Mode is off, embedded (Grype in this process) or remote (a `moat
+	// scanner` service at RemoteURL).
+	Mode  string
+	Scans scans.Options
+	// Wait is how long a lookup waits for a scan that is not done.
+	Wait time.Duration
+	// Engine configures the embedded scanner (and `moat scanner`).
+	Engine EngineConfig
+	// RemoteURL and RemoteTLS reach a scanner service.
+	RemoteURL string
+	RemoteTLS client.Files
+}
+
+// EngineConfig configures Grype and its database.
+type EngineConfig struct {
+	DB vulndb.Options
+	// DBPath is a database file or archive to load at start (offline).
+	DBPath string
+	// DBUpdateInterval is how often DB.URL is checked for a newer database.
+	DBUpdateInterval time.Duration
+	Platform         string
 }
 
 // App is a wired provider.
@@ -26,15 +70,147 @@ type App struct {
 	Server  *server.Server
 	Service *lookup.Service
 	Metrics *metrics.Metrics
+	Scans   *scans.Service // nil when scanning is off
+	DB      *vulndb.DB     // the embedded scanner's database, or nil
+	log     *slog.Logger
+	dbCfg   EngineConfig
 }
 
 // New wires a provider from cfg.
 func New(cfg Config, log *slog.Logger) (*App, error) {
 	m := metrics.New()
-	svc, err := lookup.New(cfg.Lookup, resolve.New(cfg.Registry, m), m, log)
+	res := resolve.New(cfg.Registry, m)
+	svc, err := lookup.New(cfg.Lookup, res, m, log)
 	if err != nil {
 		return nil, err
 	}
+	a := &App{Service: svc, Metrics: m, log: log, dbCfg: cfg.Scan.Engine}
+	var scanner scan.Scanner
+	switch cfg.Scan.Mode {
+	case "", ScannerOff:
+	case ScannerEmbedded:
+		e, db, err := NewEngine(cfg.Scan.Engine, res, log)
+		if err != nil {
+			return nil, err
+		}
+		scanner, a.DB = e, db
+	case ScannerRemote:
+		if cfg.Scan.RemoteURL == "" {
+			return nil, fmt.Errorf("the remote scanner needs its URL")
+		}
+		conf, err := client.TLSConfig(cfg.Scan.RemoteTLS)
+		if err != nil {
+			return nil, fmt.Errorf("scanner client: %w", err)
+		}
+		scanner = scanremote.NewClient(cfg.Scan.RemoteURL, client.New(conf, cfg.Scan.Scans.Workers, cfg.Scan.Scans.ScanTimeout))
+	default:
+		return nil, fmt.Errorf("scanner mode %q: want off, embedded or remote", cfg.Scan.Mode)
+	}
+	if scanner != nil {
+		a.Scans, err = scans.New(cfg.Scan.Scans, scanner, m, log)
+		if err != nil {
+			return nil, err
+		}
+		svc.SetReports(a.Scans, cfg.Scan.Wait)
+	}
 	certs := mtls.NewReloader(cfg.Certs, log, m)
-	return &App{Server: server.New(cfg.Server, svc, certs, m, log), Service: svc, Metrics: m}, nil
+	a.Server = server.New(cfg.Server, svc, certs, m, log)
+	return a, nil
+}
+
+// Run serves until ctx ends, keeping the database up to date meanwhile.
+func (a *App) Run(ctx context.Context, addr, opsAddr string) error {
+	defer a.Close()
+	if a.DB != nil {
+		go KeepDB(ctx, a.DB, a.dbCfg, a.log)
+	}
+	return a.Server.Run(ctx, addr, opsAddr)
+}
+
+// Close stops the scans and closes the database.
+func (a *App) Close() {
+	if a.Scans != nil {
+		a.Scans.Close()
+	}
+	if a.DB != nil {
+		a.DB.Close()
+	}
+}
+
+// NewEngine builds the Grype engine with its (still empty) database, using
+// the resolver's credentials and plain-HTTP registries.
+func NewEngine(cfg EngineConfig, res *resolve.Resolver, log *slog.Logger) (*grypescan.Engine, *vulndb.DB, error) {
+	db, err := vulndb.New(cfg.DB, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	e, err := grypescan.New(grypescan.Options{Keychain: res.Keychain(), Insecure: res.Insecure, Platform: cfg.Platform}, db)
+	if err != nil {
+		return nil, nil, err
+	}
+	return e, db, nil
+}
+
+// KeepDB loads the database from cfg.DBPath, then downloads from
+// cfg.DB.URL and checks it for updates every cfg.DBUpdateInterval, until
+// ctx ends. Failures are logged; scans answer scan_failed with the reason
+// while there is no usable database.
+func KeepDB(ctx context.Context, db *vulndb.DB, cfg EngineConfig, log *slog.Logger) {
+	if cfg.DBPath != "" {
+		if err := db.Load(cfg.DBPath); err != nil {
+			log.Error("vulnerability database not loaded; scans fail until one is", "error", err.Error())
+		}
+	}
+	if cfg.DB.URL == "" {
+		return
+	}
+	every := cfg.DBUpdateInterval
+	if every <= 0 {
+		every = 6 * time.Hour
+	}
+	for {
+		if updated, err := db.Update(); err != nil {
+			log.Error("vulnerability database update failed", "url", cfg.DB.URL, "error", err.Error())
+		} else if updated {
+			log.Info("vulnerability database updated", "id", db.Current())
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(every):
+		}
+	}
+}
+
+// Scanner wires `moat scanner`: the engine behind the scanner service's
+// handler, served with mutual TLS like the provider.
+type Scanner struct {
+	Server *server.Server
+	DB     *vulndb.DB
+	cfg    EngineConfig
+	log    *slog.Logger
+}
+
+// NewScanner wires a scanner service.
+func NewScanner(srv server.Options, eng EngineConfig, reg resolve.Options, workers int, certs mtls.Files, log *slog.Logger) (*Scanner, error) {
+	m := metrics.New()
+	e, db, err := NewEngine(eng, resolve.New(reg, m), log)
+	if err != nil {
+		return nil, err
+	}
+	ready := func() error {
+		if db.Current() == "" {
+			return fmt.Errorf("no vulnerability database loaded yet")
+		}
+		return nil
+	}
+	var h http.Handler = scanremote.Handler(e, workers, log)
+	return &Scanner{Server: server.NewService(srv, h, ready, mtls.NewReloader(certs, log, m), m, log), DB: db, cfg: eng, log: log}, nil
+}
+
+// Run serves until ctx ends.
+func (s *Scanner) Run(ctx context.Context, addr, opsAddr string) error {
+	defer s.DB.Close()
+	go KeepDB(ctx, s.DB, s.cfg, s.log)
+	return s.Server.Run(ctx, addr, opsAddr)
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log"
 	"net/http"
+	"sort"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -19,6 +20,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/moat-dev/moat/provider/internal/samples"
 )
 
 // Fault is what the registry does to manifest requests instead of
@@ -128,7 +131,9 @@ type Image struct {
 
 // Seed pushes the sample images to the registry at host ("127.0.0.1:5001"):
 // demo/app:v1 and :v2, demo/nginx:1.27 and :latest (one digest), and
-// demo/multiarch:1.0, an index of linux/amd64 and linux/arm64 images.
+// demo/multiarch:1.0, an index of linux/amd64 and linux/arm64 images, and
+// the scan samples scan/<name>:1.0 (see package samples) with
+// scan/unreadable:1.0, which no scanner can read.
 func Seed(ctx context.Context, host string) ([]Image, error) {
 	var out []Image
 	push := func(repoTag string, img v1.Image) error {
@@ -164,6 +169,22 @@ func Seed(ctx context.Context, host string) ([]Image, error) {
 			return nil, err
 		}
 	}
+	for _, n := range sortedNames() {
+		img, err := samples.Image(samples.Images[n])
+		if err != nil {
+			return nil, err
+		}
+		if err := push("scan/"+n+":1.0", img); err != nil {
+			return nil, err
+		}
+	}
+	bad, err := samples.Unreadable()
+	if err != nil {
+		return nil, err
+	}
+	if err := push("scan/unreadable:1.0", bad); err != nil {
+		return nil, err
+	}
 	idx, err := multiArch()
 	if err != nil {
 		return nil, err
@@ -198,6 +219,15 @@ func Push(ctx context.Context, ref string) (string, error) {
 	}
 	d, err := img.Digest()
 	return d.String(), err
+}
+
+func sortedNames() []string {
+	var ns []string
+	for n := range samples.Images {
+		ns = append(ns, n)
+	}
+	sort.Strings(ns)
+	return ns
 }
 
 func multiArch() (v1.ImageIndex, error) {

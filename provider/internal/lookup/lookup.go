@@ -20,6 +20,7 @@ import (
 	"github.com/moat-dev/moat/provider/internal/protocol"
 	"github.com/moat-dev/moat/provider/internal/reference"
 	"github.com/moat-dev/moat/provider/internal/resolve"
+	"github.com/moat-dev/moat/provider/internal/scans"
 )
 
 // Resolver resolves a tag to a digest; *resolve.Resolver is the real one.
@@ -51,6 +52,15 @@ type Answer struct {
 	Mutate   []byte
 	// Reason is empty for a value, else a short label of the error.
 	Reason string
+	// Image is the digest reference to scan ("repo@sha256:…"); empty for
+	// errors.
+	Image string
+}
+
+// Reports gives the scan report of a digest reference; *scans.Service is
+// the real one.
+type Reports interface {
+	Report(ctx context.Context, image string, until time.Time) *scans.Entry
 }
 
 // Service answers keys. It is safe for concurrent use.
@@ -62,6 +72,14 @@ type Service struct {
 	metrics  *metrics.Metrics
 	log      *slog.Logger
 	now      func() time.Time
+	reports  Reports
+	scanWait time.Duration
+}
+
+// SetReports adds the scan report to every value: a lookup waits up to
+// wait (inside its own deadline) for a scan that is not done.
+func (s *Service) SetReports(r Reports, wait time.Duration) {
+	s.reports, s.scanWait = r, wait
 }
 
 // New returns a Service.
@@ -102,9 +120,17 @@ func (s *Service) Lookup(ctx context.Context, deadline time.Time, keys []string)
 	s.metrics.CacheHits.Add(float64(hits))
 	s.metrics.CacheStaleHits.Add(float64(stale))
 	s.metrics.CacheMisses.Add(float64(len(keys) - hits - stale))
-	if len(waits) == 0 {
-		return out
+	if len(waits) > 0 {
+		s.await(ctx, deadline, out, waits)
 	}
+	if s.reports != nil {
+		s.addReports(ctx, deadline, out)
+	}
+	return out
+}
+
+// await fills out from the resolutions in waits until deadline.
+func (s *Service) await(ctx context.Context, deadline time.Time, out []*Answer, waits []wait) {
 
 	timer := time.NewTimer(time.Until(deadline))
 	defer timer.Stop()
@@ -129,7 +155,27 @@ func (s *Service) Lookup(ctx context.Context, deadline time.Time, keys []string)
 			out[w.index] = pending(w.key)
 		}
 	}
-	return out
+}
+
+// addReports appends each digest's scan report to its value. The mutate
+// body is kept as it is; asking at mutation starts the scan early.
+func (s *Service) addReports(ctx context.Context, deadline time.Time, out []*Answer) {
+	until := s.now().Add(s.scanWait)
+	if until.After(deadline) {
+		until = deadline
+	}
+	for i, a := range out {
+		if a.Image == "" {
+			continue
+		}
+		e := s.reports.Report(ctx, a.Image, until)
+		v := make([]byte, 0, len(a.Validate)+len(e.Fragment)+2)
+		v = append(v, a.Validate[:len(a.Validate)-1]...) // without the value's closing brace
+		v = append(v, ',')
+		v = append(v, e.Fragment...)
+		v = append(v, '}')
+		out[i] = &Answer{Validate: v, Mutate: a.Mutate, Image: a.Image}
+	}
 }
 
 type wait struct {
@@ -236,7 +282,7 @@ func resolvedAnswer(ref reference.Ref, res resolve.Result, at time.Time) *Answer
 		return errorAnswer("internal", err.Error())
 	}
 	m, _ := protocol.ValueBody(pinned)
-	return &Answer{Validate: v, Mutate: m}
+	return &Answer{Validate: v, Mutate: m, Image: ref.Repository + "@" + res.Digest}
 }
 
 // pinnedAnswer answers a key that already names a digest: nothing to
@@ -252,7 +298,7 @@ func pinnedAnswer(k string, ref reference.Ref) *Answer {
 		return errorAnswer("internal", err.Error())
 	}
 	m, _ := protocol.ValueBody(k)
-	return &Answer{Validate: v, Mutate: m}
+	return &Answer{Validate: v, Mutate: m, Image: ref.Repository + "@" + ref.Digest}
 }
 
 func errorAnswer(reason, msg string) *Answer {

@@ -108,6 +108,13 @@ func New(opts Options, m *metrics.Metrics) *Resolver {
 	return r
 }
 
+// Keychain gives the registry credentials resolution uses; the scanner
+// uses the same.
+func (r *Resolver) Keychain() authn.Keychain { return r.keychain }
+
+// Insecure reports whether host may be reached over plain HTTP.
+func (r *Resolver) Insecure(host string) bool { return r.insecure[host] }
+
 // puller returns the current registry session, making a new one when the
 // old has lived SessionLifetime, so rotated credentials are picked up and
 // the per-repository session map does not grow forever.

@@ -51,6 +51,17 @@ type Server struct {
 	log      *slog.Logger
 	stopping atomic.Bool
 	bufs     sync.Pool
+	// api serves the TLS listener: Handler, or another service's handler.
+	api http.Handler
+	// ready reports what keeps the service from being ready, if anything.
+	ready func() error
+}
+
+// NewService returns a Server that serves api instead of the provider's
+// endpoints, with the same mutual TLS, ops endpoints and shutdown: the
+// scanner service runs on it. ready, if set, gates /readyz.
+func NewService(opts Options, api http.Handler, ready func() error, certs *mtls.Reloader, m *metrics.Metrics, log *slog.Logger) *Server {
+	return &Server{opts: opts, api: api, ready: ready, certs: certs, metrics: m, log: log}
 }
 
 // New returns a Server.
@@ -85,6 +96,8 @@ func (s *Server) OpsHandler() http.Handler {
 			http.Error(w, "shutting down", http.StatusServiceUnavailable)
 		case !s.certs.Ready():
 			http.Error(w, "certificates not loaded", http.StatusServiceUnavailable)
+		case s.ready != nil && s.ready() != nil:
+			http.Error(w, s.ready().Error(), http.StatusServiceUnavailable)
 		default:
 			_, _ = w.Write([]byte("ok\n"))
 		}
@@ -234,8 +247,12 @@ func (s *Server) Serve(ctx context.Context, ln, opsLn net.Listener) error {
 		s.log.Warn("CLIENT CERTIFICATE VERIFICATION IS OFF (--insecure-skip-client-verify): any client can query this provider. Development only.")
 	}
 	tlsConf := s.certs.ServerConfig(s.opts.SkipClientVerify)
+	handler := s.api
+	if handler == nil {
+		handler = s.Handler()
+	}
 	api := &http.Server{
-		Handler:           s.Handler(),
+		Handler:           handler,
 		TLSConfig:         tlsConf,
 		ErrorLog:          mtls.ErrorLog(s.log, s.metrics),
 		ReadHeaderTimeout: 5 * time.Second,

@@ -1,0 +1,143 @@
+// Package samples builds what the demo and the tests scan: small images
+// carrying npm packages, and a tiny Grype database that marks some of those
+// packages vulnerable. The IDs (MOAT-TEST-…) are made up; nothing here is
+// a real advisory.
+package samples
+
+import (
+	"archive/tar"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	v6 "github.com/anchore/grype/grype/db/v6"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+// Vuln is one advisory of the sample database: npm package Package is
+// vulnerable below Fixed (or in every version when Fixed is empty).
+type Vuln struct {
+	ID       string
+	Package  string
+	Fixed    string
+	Severity string
+}
+
+// Vulns is the sample database.
+var Vulns = []Vuln{
+	{ID: "MOAT-TEST-0001", Package: "moat-sample-critical", Fixed: "2.0.0", Severity: "critical"},
+	{ID: "MOAT-TEST-0002", Package: "moat-sample-high", Fixed: "1.5.0", Severity: "high"},
+	{ID: "MOAT-TEST-0003", Package: "moat-sample-high", Severity: "medium"},
+	{ID: "MOAT-TEST-0004", Package: "moat-sample-low", Fixed: "3.1.0", Severity: "low"},
+}
+
+// Images are the sample images by name: npm packages and their versions.
+var Images = map[string]map[string]string{
+	// critical: one fixable critical finding.
+	"critical": {"moat-sample-critical": "1.0.0", "moat-sample-clean": "1.0.0"},
+	// high: one fixable high and one unfixed medium finding.
+	"high": {"moat-sample-high": "1.2.0"},
+	// clean: packages with no findings (fixed versions).
+	"clean": {"moat-sample-critical": "2.0.0", "moat-sample-high-free": "1.0.0"},
+	// low: one fixable low finding.
+	"low": {"moat-sample-low": "3.0.0"},
+}
+
+// WriteDB writes the sample database to path (a *.db file), built now.
+func WriteDB(path string) error { return WriteDBOf(path, Vulns) }
+
+// WriteDBOf writes a database of vulns to path.
+func WriteDBOf(path string, vulns []Vuln) error {
+	dir, err := os.MkdirTemp(filepath.Dir(path), ".vulndb-*")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	w, err := v6.NewWriter(v6.Config{DBDirPath: dir, CacheSizeKiB: 1024})
+	if err != nil {
+		return fmt.Errorf("sample database: %w", err)
+	}
+	now := time.Now().UTC()
+	prov := &v6.Provider{ID: "moat-samples", Version: "1", Processor: "moat", DateCaptured: &now}
+	for _, v := range vulns {
+		h := &v6.VulnerabilityHandle{
+			Name:       v.ID,
+			Status:     v6.VulnerabilityActive,
+			ProviderID: prov.ID,
+			Provider:   prov,
+			BlobValue: &v6.VulnerabilityBlob{
+				ID:          v.ID,
+				Description: "sample advisory for Moat's tests and demo; not a real vulnerability",
+				Severities:  []v6.Severity{{Scheme: v6.SeveritySchemeHML, Value: v.Severity, Rank: 1}},
+			},
+		}
+		if err := w.AddVulnerabilities(h); err != nil {
+			return fmt.Errorf("sample database: %w", err)
+		}
+		r := v6.Range{Version: v6.Version{Type: "semver", Constraint: ">=0"}, Fix: &v6.Fix{State: v6.NotFixedStatus}}
+		if v.Fixed != "" {
+			r = v6.Range{Version: v6.Version{Type: "semver", Constraint: "<" + v.Fixed}, Fix: &v6.Fix{Version: v.Fixed, State: v6.FixedStatus}}
+		}
+		ap := &v6.AffectedPackageHandle{
+			Vulnerability: h,
+			Package:       &v6.Package{Name: v.Package, Ecosystem: "npm"},
+			BlobValue:     &v6.PackageBlob{Ranges: []v6.Range{r}},
+		}
+		if err := w.AddAffectedPackages(ap); err != nil {
+			return fmt.Errorf("sample database: %w", err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		return fmt.Errorf("sample database: %w", err)
+	}
+	return os.Rename(filepath.Join(dir, v6.VulnerabilityDBFileName), path)
+}
+
+// Image builds an image holding the npm packages pkgs (name → version)
+// under /usr/lib/node_modules.
+func Image(pkgs map[string]string) (v1.Image, error) {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for name, version := range pkgs {
+		body, _ := json.Marshal(map[string]string{"name": name, "version": version, "license": "Apache-2.0"})
+		hdr := &tar.Header{Name: "usr/lib/node_modules/" + name + "/package.json", Mode: 0o644, Size: int64(len(body)), Typeflag: tar.TypeReg}
+		if err := tw.WriteHeader(hdr); err != nil {
+			return nil, err
+		}
+		if _, err := tw.Write(body); err != nil {
+			return nil, err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	data := buf.Bytes()
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil })
+	if err != nil {
+		return nil, err
+	}
+	return withLayer(layer)
+}
+
+func withLayer(layer v1.Layer) (v1.Image, error) {
+	base, err := mutate.ConfigFile(empty.Image, &v1.ConfigFile{Architecture: "amd64", OS: "linux", RootFS: v1.RootFS{Type: "layers"}})
+	if err != nil {
+		return nil, err
+	}
+	return mutate.AppendLayers(base, layer)
+}
+
+// Unreadable is an image whose only layer claims to be a gzipped tar but
+// is not: the registry serves it, no scanner can read it.
+func Unreadable() (v1.Image, error) {
+	return withLayer(static.NewLayer([]byte("this is not a tar archive"), types.OCILayer))
+}

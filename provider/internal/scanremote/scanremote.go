@@ -1,0 +1,148 @@
+// Package scanremote runs a Scanner as its own service (`moat scanner`) and
+// calls it from the provider, so scans never compete with admission answers
+// for CPU. The wire is one HTTPS call per scan, under mutual TLS:
+//
+//	POST /v1/scan {"image": "registry/repo@sha256:…"}
+//	200 {"result": {...}}  or  4xx/5xx {"error": "...", "kind": "..."}
+//
+// Every response carries the database the scanner uses now in the
+// Moat-Scanner-Database header.
+package scanremote
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/moat-dev/moat/provider/internal/scan"
+)
+
+// DatabaseHeader names the scanner's current database.
+const DatabaseHeader = "Moat-Scanner-Database"
+
+const maxBody = 4 << 20 // a result of thousands of findings fits
+
+type request struct {
+	Image string `json:"image"`
+}
+
+type response struct {
+	Result *scan.Result `json:"result,omitempty"`
+	Error  string       `json:"error,omitempty"`
+	Kind   string       `json:"kind,omitempty"`
+}
+
+// Handler serves scans with s, at most `workers` at once; a request waits
+// for a free worker as long as its client does.
+func Handler(s scan.Scanner, workers int, log *slog.Logger) http.Handler {
+	slots := make(chan struct{}, max(workers, 1))
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/scan", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set(DatabaseHeader, s.Database())
+		var req request
+		if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&req); err != nil || req.Image == "" {
+			reply(w, http.StatusBadRequest, response{Error: `want a JSON body {"image": "registry/repo@sha256:…"}`, Kind: "unsupported"})
+			return
+		}
+		select {
+		case slots <- struct{}{}:
+			defer func() { <-slots }()
+		case <-r.Context().Done():
+			return
+		}
+		res, err := s.Scan(r.Context(), req.Image)
+		if err != nil {
+			log.Warn("scan failed", "image", req.Image, "kind", scan.KindOf(err), "error", err.Error())
+			reply(w, http.StatusUnprocessableEntity, response{Error: err.Error(), Kind: scan.KindOf(err)})
+			return
+		}
+		reply(w, http.StatusOK, response{Result: &res})
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, http.StatusNotFound, response{Error: fmt.Sprintf("no endpoint %s %s: use POST /v1/scan", r.Method, r.URL.Path), Kind: "unsupported"})
+	})
+	return mux
+}
+
+func reply(w http.ResponseWriter, code int, r response) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(r)
+}
+
+// Client is a Scanner that calls a scanner service.
+type Client struct {
+	url  string
+	http *http.Client
+	db   atomic.Pointer[string]
+}
+
+// NewClient calls the scanner service at base ("https://host:port") with c,
+// whose TLS configuration carries the provider's client certificate.
+func NewClient(base string, c *http.Client) *Client {
+	return &Client{url: base + "/v1/scan", http: c}
+}
+
+// Database is the scanner's database as its last answer named it.
+func (c *Client) Database() string {
+	if p := c.db.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+// Scan asks the service to scan image and waits for the result.
+func (c *Client) Scan(ctx context.Context, image string) (scan.Result, error) {
+	body, _ := json.Marshal(request{Image: image})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewReader(body))
+	if err != nil {
+		return scan.Result{}, scan.Errorf("scanner", "scanner service %s: %v", c.url, err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	start := time.Now()
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return scan.Result{}, ctx.Err()
+		}
+		return scan.Result{}, scan.Errorf("unavailable", "%s: the scanner service at %s is unreachable: %v", image, c.url, rootCause(err))
+	}
+	defer resp.Body.Close()
+	if db := resp.Header.Get(DatabaseHeader); db != "" {
+		c.db.Store(&db)
+	}
+	var r response
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxBody)).Decode(&r); err != nil {
+		return scan.Result{}, scan.Errorf("unavailable", "%s: the scanner service answered HTTP %d with no readable result after %s: %v",
+			image, resp.StatusCode, time.Since(start).Round(time.Millisecond), err)
+	}
+	if resp.StatusCode != http.StatusOK || r.Result == nil {
+		kind := r.Kind
+		if kind == "" {
+			kind = "scanner"
+		}
+		msg := r.Error
+		if msg == "" {
+			msg = fmt.Sprintf("%s: the scanner service answered HTTP %d", image, resp.StatusCode)
+		}
+		return scan.Result{}, &scan.Error{Kind: kind, Err: errors.New(msg)}
+	}
+	return *r.Result, nil
+}
+
+func rootCause(err error) error {
+	for {
+		u := errors.Unwrap(err)
+		if u == nil {
+			return err
+		}
+		err = u
+	}
+}

@@ -16,6 +16,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
 	"github.com/moat-dev/moat/provider/internal/app"
 	"github.com/moat-dev/moat/provider/internal/certs"
 	"github.com/moat-dev/moat/provider/internal/client"
@@ -25,7 +29,10 @@ import (
 	"github.com/moat-dev/moat/provider/internal/mtls"
 	"github.com/moat-dev/moat/provider/internal/protocol"
 	"github.com/moat-dev/moat/provider/internal/resolve"
+	"github.com/moat-dev/moat/provider/internal/samples"
+	"github.com/moat-dev/moat/provider/internal/scans"
 	"github.com/moat-dev/moat/provider/internal/server"
+	"github.com/moat-dev/moat/provider/internal/vulndb"
 )
 
 // Env is a running provider and its registry.
@@ -43,6 +50,11 @@ type Env struct {
 	Service *lookup.Service
 	// Log receives the provider's logs (JSON lines).
 	Log *SyncBuffer
+	// Scans and DB are set when the Config scans (ScanDefaults).
+	Scans *scans.Service
+	DB    *vulndb.DB
+
+	registry *httptest.Server
 }
 
 // Config adjusts the provider the Env starts; Certs is filled in by Start.
@@ -68,6 +80,14 @@ func Defaults() Config {
 	}
 }
 
+// ScanDefaults is Defaults with the embedded scanner on the sample
+// database (package samples), which Start writes and loads before serving.
+func ScanDefaults() Config {
+	c := Defaults()
+	c.Scan = app.ScanConfig{Mode: app.ScannerEmbedded, Scans: scans.DefaultOptions()}
+	return c
+}
+
 // Start starts a registry and a provider; both stop when tb ends.
 func Start(tb testing.TB, cfg Config) *Env {
 	tb.Helper()
@@ -91,9 +111,24 @@ func Start(tb testing.TB, cfg Config) *Env {
 	cfg.Certs = mtls.Files{
 		Cert: filepath.Join(dir, "tls.crt"), Key: filepath.Join(dir, "tls.key"), ClientCA: filepath.Join(dir, "ca.crt"),
 	}
+	if cfg.Scan.Mode == app.ScannerEmbedded {
+		if cfg.Scan.Engine.DB.Dir == "" {
+			cfg.Scan.Engine.DB.Dir = filepath.Join(dir, "vulndb")
+		}
+		if cfg.Scan.Engine.DBPath == "" {
+			cfg.Scan.Engine.DBPath = filepath.Join(dir, "vulnerability.db")
+			if err := samples.WriteDB(cfg.Scan.Engine.DBPath); err != nil {
+				tb.Fatal(err)
+			}
+		}
+	}
 	a, err := app.New(cfg, log)
 	if err != nil {
 		tb.Fatal(err)
+	}
+	tb.Cleanup(a.Close)
+	if a.DB != nil {
+		app.KeepDB(context.Background(), a.DB, app.EngineConfig{DBPath: cfg.Scan.Engine.DBPath}, log)
 	}
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -116,7 +151,7 @@ func Start(tb testing.TB, cfg Config) *Env {
 	e := &Env{
 		Registry: reg, RegistryHost: regHost, CertDir: dir, Certs: set,
 		URL: "https://" + ln.Addr().String(), OpsURL: "http://" + opsLn.Addr().String(),
-		Metrics: a.Metrics, Service: a.Service, Log: logBuf,
+		Metrics: a.Metrics, Service: a.Service, Log: logBuf, Scans: a.Scans, DB: a.DB, registry: rs,
 	}
 	e.waitReady(tb)
 	return e
@@ -166,6 +201,52 @@ func (e *Env) Push(tb testing.TB, repoTag string) (ref, digest string) {
 		tb.Fatal(err)
 	}
 	return ref, d
+}
+
+// PushImage pushes img to repoTag and returns the full reference and digest.
+func (e *Env) PushImage(tb testing.TB, repoTag string, img v1.Image) (ref, digest string) {
+	tb.Helper()
+	ref = e.RegistryHost + "/" + repoTag
+	t, err := name.NewTag(ref, name.Insecure)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := remote.Write(t, img); err != nil {
+		tb.Fatal(err)
+	}
+	d, err := img.Digest()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return ref, d.String()
+}
+
+// PushSample pushes the sample image called sample (samples.Images, or
+// "unreadable") to repoTag.
+func (e *Env) PushSample(tb testing.TB, repoTag, sample string) (ref, digest string) {
+	tb.Helper()
+	var img v1.Image
+	var err error
+	if sample == "unreadable" {
+		img, err = samples.Unreadable()
+	} else {
+		pkgs, ok := samples.Images[sample]
+		if !ok {
+			tb.Fatalf("no sample image %q", sample)
+		}
+		img, err = samples.Image(pkgs)
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return e.PushImage(tb, repoTag, img)
+}
+
+// StopRegistry closes the registry and every connection to it, as if it
+// went away.
+func (e *Env) StopRegistry() {
+	e.registry.CloseClientConnections()
+	e.registry.Close()
 }
 
 // SyncBuffer is an io.Writer safe for concurrent use.

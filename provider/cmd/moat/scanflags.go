@@ -24,7 +24,7 @@ func engineFlags(fs *flag.FlagSet) func() app.EngineConfig {
 	url := fs.String("db-url", "", "listing of Grype databases to download from and check for updates (https://grype.anchore.io/databases, or a mirror's); empty: offline")
 	every := fs.Duration("db-update-interval", 6*time.Hour, "how often --db-url is checked for a newer database")
 	maxAge := fs.Duration("db-max-age", 5*24*time.Hour, "scans fail (scan_failed) while the database is older than this (by its build time); 0: no limit")
-	platform := fs.String("scan-platform", "linux/amd64", "platform scanned in a multi-platform image")
+	platform := fs.String("scan-platform", "", "platform scanned in a multi-platform image, e.g. linux/arm64 (empty: linux/amd64; a single-platform image is scanned as it is)")
 	return func() app.EngineConfig {
 		return app.EngineConfig{
 			DB:               vulndb.Options{Dir: *dir, URL: *url, MaxAge: *maxAge},

@@ -5,10 +5,10 @@ package grypescan
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/anchore/grype/grype"
@@ -33,7 +33,9 @@ type Options struct {
 	Keychain authn.Keychain
 	// Insecure says whether a registry host is reached over plain HTTP.
 	Insecure func(host string) bool
-	// Platform picks the image of a multi-platform index ("linux/amd64").
+	// Platform picks the image of a multi-platform index; empty means
+	// linux/amd64 for an index and no check for a single image (whose
+	// config may not name a platform at all).
 	Platform string
 }
 
@@ -48,10 +50,16 @@ type Engine struct {
 	version string
 }
 
+// licenseContext carries syft's license scanner, which never changes: one
+// per process.
+var licenseContext = sync.OnceValues(func() (context.Context, error) {
+	return syft.SetContextLicenseScanner(context.Background(), syft.DefaultCreateSBOMConfig().Licenses)
+})
+
 // New returns an Engine scanning with db.
 func New(opts Options, db *vulndb.DB) (*Engine, error) {
 	cfg := syft.DefaultCreateSBOMConfig().WithTool("moat", "").WithParallelism(1)
-	base, err := syft.SetContextLicenseScanner(context.Background(), cfg.Licenses)
+	base, err := licenseContext()
 	if err != nil {
 		return nil, fmt.Errorf("grype: %w", err)
 	}
@@ -60,9 +68,6 @@ func New(opts Options, db *vulndb.DB) (*Engine, error) {
 	}
 	if opts.Insecure == nil {
 		opts.Insecure = func(string) bool { return false }
-	}
-	if opts.Platform == "" {
-		opts.Platform = "linux/amd64"
 	}
 	return &Engine{opts: opts, db: db, base: base, sbom: cfg, version: moduleVersion("github.com/anchore/grype")}, nil
 }
@@ -88,9 +93,11 @@ func (e *Engine) Scan(ctx context.Context, img string) (scan.Result, error) {
 	stop := context.AfterFunc(ctx, cancel)
 	defer stop()
 
-	platform, err := image.NewPlatform(e.opts.Platform)
-	if err != nil {
-		return scan.Result{}, scan.Errorf("scanner", "platform %q: %v", e.opts.Platform, err)
+	var platform *image.Platform
+	if e.opts.Platform != "" {
+		if platform, err = image.NewPlatform(e.opts.Platform); err != nil {
+			return scan.Result{}, scan.Errorf("scanner", "platform %q: %v", e.opts.Platform, err)
+		}
 	}
 	reg := &image.RegistryOptions{Keychain: e.opts.Keychain, InsecureUseHTTP: e.opts.Insecure(ref.RegistryStr())}
 	src, err := syft.GetSource(sctx, ref.String(), syft.DefaultGetSourceConfig().
@@ -179,5 +186,3 @@ func moduleVersion(path string) string {
 	}
 	return "unknown"
 }
-
-var _ = errors.New

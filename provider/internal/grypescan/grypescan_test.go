@@ -3,11 +3,15 @@ package grypescan_test
 import (
 	"context"
 	"io"
+	"log"
 	"log/slog"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
@@ -19,6 +23,14 @@ import (
 	"github.com/moat-dev/moat/provider/internal/scan"
 	"github.com/moat-dev/moat/provider/internal/vulndb"
 )
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func startRegistry(t *testing.T) string {
+	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	t.Cleanup(srv.Close)
+	return strings.TrimPrefix(srv.URL, "http://")
+}
 
 func push(t *testing.T, host, repo string, img v1.Image) string {
 	t.Helper()
@@ -36,21 +48,38 @@ func push(t *testing.T, host, repo string, img v1.Image) string {
 	return host + "/" + repo + "@" + d.String()
 }
 
-func engine(t *testing.T) *grypescan.Engine {
-	t.Helper()
-	dir := t.TempDir()
-	path := filepath.Join(dir, "vulnerability.db")
-	if err := samples.WriteDB(path); err != nil {
-		t.Fatal(err)
-	}
-	db, err := vulndb.New(vulndb.Options{Dir: filepath.Join(dir, "db")}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+func sample(t *testing.T, host, n string) string {
+	img, err := samples.Image(samples.Images[n])
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := db.Load(path); err != nil {
+	return push(t, host, "samples/"+n, img)
+}
+
+func newDB(t *testing.T, opts vulndb.Options) *vulndb.DB {
+	t.Helper()
+	if opts.Dir == "" {
+		opts.Dir = filepath.Join(t.TempDir(), "db")
+	}
+	db, err := vulndb.New(opts, quiet)
+	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(db.Close)
+	return db
+}
+
+func writeDB(t *testing.T, vulns []samples.Vuln) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "vulnerability.db")
+	if err := samples.WriteDBOf(path, vulns); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func engine(t *testing.T, db *vulndb.DB) *grypescan.Engine {
+	t.Helper()
 	e, err := grypescan.New(grypescan.Options{Insecure: func(string) bool { return true }}, db)
 	if err != nil {
 		t.Fatal(err)
@@ -58,23 +87,130 @@ func engine(t *testing.T) *grypescan.Engine {
 	return e
 }
 
-func TestScanSamples(t *testing.T) {
-	srv := httptest.NewServer(registry.New())
-	defer srv.Close()
-	host := strings.TrimPrefix(srv.URL, "http://")
-	e := engine(t)
-	for n, pkgs := range samples.Images {
-		img, err := samples.Image(pkgs)
-		if err != nil {
+func ids(fs []scan.Finding) string {
+	var s []string
+	for _, f := range fs {
+		s = append(s, f.ID)
+	}
+	return strings.Join(s, ",")
+}
+
+func TestNoDatabaseMeansScanFailedWithTheReason(t *testing.T) {
+	host := startRegistry(t)
+	ref := sample(t, host, "critical")
+	db := newDB(t, vulndb.Options{})
+	_, err := engine(t, db).Scan(context.Background(), ref)
+	if scan.KindOf(err) != "database" || !strings.Contains(err.Error(), "no vulnerability database") {
+		t.Fatalf("no database loaded: %v", err)
+	}
+
+	corrupt := filepath.Join(t.TempDir(), "vulnerability.db")
+	if err := os.WriteFile(corrupt, []byte("SQLite format 3\x00 but not really"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Load(corrupt); err == nil {
+		t.Fatal("a corrupt database loaded")
+	}
+	_, err = engine(t, db).Scan(context.Background(), ref)
+	if scan.KindOf(err) != "database" || !strings.Contains(err.Error(), corrupt) {
+		t.Errorf("after a corrupt load the reason names it: %v", err)
+	}
+	if err := db.Load(filepath.Join(t.TempDir(), "missing.db")); err == nil {
+		t.Error("a missing file loaded")
+	}
+}
+
+func TestTooOldDatabaseFailsScans(t *testing.T) {
+	host := startRegistry(t)
+	ref := sample(t, host, "critical")
+	db := newDB(t, vulndb.Options{MaxAge: time.Nanosecond})
+	if err := db.Load(writeDB(t, samples.Vulns)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(600 * time.Millisecond) // build times are rounded to the second, up to 0.5s ahead
+	_, err := engine(t, db).Scan(context.Background(), ref)
+	if scan.KindOf(err) != "database" || !strings.Contains(err.Error(), "more than the maximum age") {
+		t.Fatalf("%v", err)
+	}
+}
+
+func TestNewDatabaseSwapsInWhileScansRun(t *testing.T) {
+	host := startRegistry(t)
+	ref := sample(t, host, "high")
+	dir := filepath.Join(t.TempDir(), "dbs")
+	db := newDB(t, vulndb.Options{Dir: dir})
+	first := writeDB(t, samples.Vulns)
+	// The second database knows a new advisory for the same package.
+	second := writeDB(t, append(append([]samples.Vuln(nil), samples.Vulns...),
+		samples.Vuln{ID: "MOAT-TEST-0099", Package: "moat-sample-high", Fixed: "9.0.0", Severity: "critical"}))
+	if err := db.Load(first); err != nil {
+		t.Fatal(err)
+	}
+	firstID := db.Current()
+	e := engine(t, db)
+
+	var wg sync.WaitGroup
+	errs := make(chan error, 100)
+	seen := sync.Map{}
+	stop := make(chan struct{})
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				res, err := e.Scan(context.Background(), ref)
+				if err != nil {
+					errs <- err
+					return
+				}
+				seen.Store(res.Scanner.DB.ID+" "+ids(res.Findings), true)
+			}
+		}()
+	}
+	for i := range 6 { // swap back and forth while the scans run
+		time.Sleep(30 * time.Millisecond)
+		path := first
+		if i%2 == 0 {
+			path = second
+		}
+		if err := db.Load(path); err != nil {
 			t.Fatal(err)
 		}
-		ref := push(t, host, "samples/"+n, img)
-		res, err := e.Scan(context.Background(), ref)
-		if err != nil {
-			t.Fatalf("%s: %v", n, err)
+	}
+	time.Sleep(30 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("scan during a swap: %v", err)
+	}
+	var results []string
+	seen.Range(func(k, _ any) bool { results = append(results, k.(string)); return true })
+	secondID := ""
+	for _, r := range results {
+		id, found, _ := strings.Cut(r, " ")
+		withNew := strings.Contains(found, "MOAT-TEST-0099")
+		if id == firstID && withNew {
+			t.Errorf("a scan with the first database found the second's advisory: %s", r)
 		}
-		t.Logf("%s: %+v", n, res)
-		r := scan.DefaultPolicy().Judge(res)
-		t.Logf("%s: %s", n, r.Fragment())
+		if id != firstID {
+			secondID = id
+			if !withNew {
+				t.Errorf("a scan with the second database missed its advisory: %s", r)
+			}
+		}
+	}
+	if secondID == "" {
+		t.Errorf("no scan saw the second database: %v", results)
+	}
+	// Old databases are closed and removed once their scans end.
+	entries, err := os.ReadDir(dir)
+	if err != nil || len(entries) != 1 {
+		t.Errorf("%d database directories left (%v); want the current one only", len(entries), err)
 	}
 }

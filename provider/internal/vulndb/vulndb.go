@@ -18,6 +18,7 @@ import (
 	v6dist "github.com/anchore/grype/grype/db/v6/distribution"
 	v6inst "github.com/anchore/grype/grype/db/v6/installation"
 	"github.com/anchore/grype/grype/vulnerability"
+	"github.com/spf13/afero"
 )
 
 // Options configure a DB.
@@ -35,7 +36,8 @@ type Options struct {
 // Snapshot is one loaded database.
 type Snapshot struct {
 	Provider vulnerability.Provider
-	// ID changes with every database: "v6.1.3@2026-11-22T06:12:00Z".
+	// ID changes with every database: schema, build time and checksum,
+	// "v6.1.3@2026-11-22T06:12:00Z/xxh64:…".
 	ID     string
 	Schema string
 	Built  time.Time
@@ -175,6 +177,10 @@ func (d *DB) load(from string) (*Snapshot, error) {
 	if err != nil {
 		return fail(err)
 	}
+	im, err := v6.ReadImportMetadata(afero.NewOsFs(), cfg.DBDirectoryPath())
+	if err != nil {
+		return fail(err)
+	}
 	r, err := cur.Reader()
 	if err != nil {
 		return fail(err)
@@ -182,7 +188,7 @@ func (d *DB) load(from string) (*Snapshot, error) {
 	built := desc.Built.Time.UTC()
 	return &Snapshot{
 		Provider: v6.NewVulnerabilityProvider(r),
-		ID:       desc.SchemaVersion.String() + "@" + built.Format(time.RFC3339),
+		ID:       desc.SchemaVersion.String() + "@" + built.Format(time.RFC3339) + "/" + im.Digest,
 		Schema:   desc.SchemaVersion.String(),
 		Built:    built,
 		From:     from,

@@ -1,0 +1,294 @@
+package scans_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/goleak"
+
+	"github.com/moat-dev/moat/provider/internal/devregistry"
+	"github.com/moat-dev/moat/provider/internal/lookup"
+	"github.com/moat-dev/moat/provider/internal/samples"
+	"github.com/moat-dev/moat/provider/internal/scan"
+	"github.com/moat-dev/moat/provider/testenv"
+)
+
+// value is the part of a /validate value these tests read.
+type value struct {
+	Digest          string         `json:"digest"`
+	Status          string         `json:"status"`
+	Reason          string         `json:"reason"`
+	Vulnerabilities *scan.Counts   `json:"vulnerabilities"`
+	Fixable         *scan.Counts   `json:"fixable"`
+	Findings        []scan.Finding `json:"findings"`
+	Scanner         *scan.Tool     `json:"scanner"`
+	ScannedAt       string         `json:"scannedAt"`
+}
+
+func decode(t *testing.T, a *lookup.Answer) value {
+	t.Helper()
+	body := string(a.Validate)
+	if !strings.HasPrefix(body, `"value":`) {
+		t.Fatalf("not a value: %s", body)
+	}
+	var v value
+	if err := json.Unmarshal([]byte(strings.TrimPrefix(body, `"value":`)), &v); err != nil {
+		t.Fatalf("%v: %s", err, body)
+	}
+	return v
+}
+
+func ask(t *testing.T, env *testenv.Env, keys ...string) []value {
+	t.Helper()
+	var out []value
+	for _, a := range env.Service.Lookup(context.Background(), time.Now().Add(2*time.Second), keys) {
+		out = append(out, decode(t, a))
+	}
+	return out
+}
+
+// settle asks until no answer is report_not_available.
+func settle(t *testing.T, env *testenv.Env, keys ...string) []value {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		vs := ask(t, env, keys...)
+		pending := false
+		for _, v := range vs {
+			pending = pending || v.Status == scan.ReportNotAvailable
+		}
+		if !pending {
+			return vs
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("scans still pending after 30s: %+v", vs)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func scansTotal(env *testenv.Env) float64 {
+	var n float64
+	for _, s := range []string{scan.Accepted, scan.Rejected, scan.ScanFailed} {
+		n += testutil.ToFloat64(env.Metrics.Scans.WithLabelValues(s))
+	}
+	return n
+}
+
+func TestEachStatusWithItsCountsAndIDs(t *testing.T) {
+	env := testenv.Start(t, testenv.ScanDefaults())
+	crit, _ := env.PushSample(t, "s/critical:1", "critical")
+	high, _ := env.PushSample(t, "s/high:1", "high")
+	clean, _ := env.PushSample(t, "s/clean:1", "clean")
+	bad, _ := env.PushSample(t, "s/bad:1", "unreadable")
+
+	first := ask(t, env, crit, high, clean, bad)
+	for i, v := range first {
+		if v.Status != scan.ReportNotAvailable || !strings.Contains(v.Reason, "queued or running") {
+			t.Errorf("first answer %d: %s %q; want report_not_available (scan-wait is 0)", i, v.Status, v.Reason)
+		}
+		if v.Digest == "" {
+			t.Errorf("first answer %d has no digest: the scan must not hold up the digest", i)
+		}
+	}
+	vs := settle(t, env, crit, high, clean, bad)
+
+	c := vs[0]
+	if c.Status != scan.Rejected || !strings.Contains(c.Reason, "1 critical (max 0: MOAT-TEST-0001)") {
+		t.Errorf("critical: %s %q", c.Status, c.Reason)
+	}
+	if *c.Vulnerabilities != (scan.Counts{Critical: 1}) || *c.Fixable != (scan.Counts{Critical: 1}) {
+		t.Errorf("critical counts: %+v fixable %+v", c.Vulnerabilities, c.Fixable)
+	}
+	want := scan.Finding{ID: "MOAT-TEST-0001", Severity: "critical", Package: "moat-sample-critical", Installed: "1.0.0", Fixed: "2.0.0"}
+	if len(c.Findings) != 1 || c.Findings[0] != want {
+		t.Errorf("critical findings: %+v", c.Findings)
+	}
+	if c.Scanner == nil || c.Scanner.Name != "grype" || c.Scanner.DB.ID == "" || c.Scanner.DB.Built.IsZero() || c.ScannedAt == "" {
+		t.Errorf("critical: scanner identity missing: %+v at %q", c.Scanner, c.ScannedAt)
+	}
+
+	h := vs[1]
+	if h.Status != scan.Accepted || *h.Vulnerabilities != (scan.Counts{High: 1, Medium: 1}) || *h.Fixable != (scan.Counts{High: 1}) {
+		t.Errorf("high: %s %q %+v %+v", h.Status, h.Reason, h.Vulnerabilities, h.Fixable)
+	}
+	if len(h.Findings) != 2 || h.Findings[0].ID != "MOAT-TEST-0002" || h.Findings[1].ID != "MOAT-TEST-0003" || h.Findings[1].Fixed != "" {
+		t.Errorf("high findings, most severe first: %+v", h.Findings)
+	}
+
+	if cl := vs[2]; cl.Status != scan.Accepted || *cl.Vulnerabilities != (scan.Counts{}) || len(cl.Findings) != 0 {
+		t.Errorf("clean: %+v", cl)
+	}
+	if b := vs[3]; b.Status != scan.ScanFailed || !strings.Contains(b.Reason, "could not be read") || strings.Contains(b.Reason, "\n") {
+		t.Errorf("unreadable: %s %q", b.Status, b.Reason)
+	}
+	if n := scansTotal(env); n != 4 {
+		t.Errorf("%v scans for 4 images", n)
+	}
+}
+
+func TestTwoTagsOfOneDigestShareOneReport(t *testing.T) {
+	env := testenv.Start(t, testenv.ScanDefaults())
+	a, d1 := env.PushSample(t, "s/a:1", "high")
+	b, d2 := env.PushSample(t, "other/b:2", "high")
+	if d1 != d2 {
+		t.Fatal("the sample image is not reproducible")
+	}
+	settle(t, env, a)
+	if v := ask(t, env, b)[0]; v.Status != scan.Accepted {
+		t.Errorf("second tag of a scanned digest: %s %q; want the first tag's report", v.Status, v.Reason)
+	}
+	if n := scansTotal(env); n != 1 {
+		t.Errorf("%v scans for one digest", n)
+	}
+}
+
+func TestConcurrentLookupsOfOneDigestMakeOneScan(t *testing.T) {
+	env := testenv.Start(t, testenv.ScanDefaults())
+	ref, _ := env.PushSample(t, "s/one:1", "critical")
+	var wg sync.WaitGroup
+	for range 200 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			env.Service.Lookup(context.Background(), time.Now().Add(time.Second), []string{ref})
+		}()
+	}
+	wg.Wait()
+	if v := settle(t, env, ref)[0]; v.Status != scan.Rejected {
+		t.Fatalf("%s %q", v.Status, v.Reason)
+	}
+	if n := scansTotal(env); n != 1 {
+		t.Errorf("200 concurrent lookups of one digest made %v scans", n)
+	}
+}
+
+func TestFullQueueAnswersPendingThenEveryImageGetsItsReport(t *testing.T) {
+	cfg := testenv.ScanDefaults()
+	cfg.Scan.Scans.Workers, cfg.Scan.Scans.QueueSize = 1, 10
+	env := testenv.Start(t, cfg)
+	env.Registry.SetDelay(5 * time.Millisecond) // scans outlast the lookups below
+	var refs []string
+	for i := range 50 {
+		ref, _ := env.Push(t, fmt.Sprintf("many/img%d:1", i))
+		refs = append(refs, ref)
+	}
+	full := 0
+	for _, v := range ask(t, env, refs...) {
+		if v.Status != scan.ReportNotAvailable {
+			t.Fatalf("first answer %s %q", v.Status, v.Reason)
+		}
+		if strings.Contains(v.Reason, "queue is full") {
+			full++
+		}
+	}
+	if full < 50-10-1 { // the queue and the one worker take 11 at most
+		t.Errorf("%d of 50 answers say the queue is full; want at least 39", full)
+	}
+	if n := testutil.ToFloat64(env.Metrics.ScanQueueFull); n != float64(full) {
+		t.Errorf("moat_scan_queue_full_total %v, %d answers said so", n, full)
+	}
+	for _, v := range settle(t, env, refs...) {
+		if v.Status != scan.Accepted {
+			t.Errorf("%s %q", v.Status, v.Reason)
+		}
+	}
+	if n := scansTotal(env); n != 50 {
+		t.Errorf("%v scans for 50 images", n)
+	}
+}
+
+func TestHangingRegistryTimesTheScanOutWithoutLeaks(t *testing.T) {
+	before := goleak.IgnoreCurrent()
+	t.Run("scan", func(t *testing.T) {
+		cfg := testenv.ScanDefaults()
+		cfg.Scan.Scans.ScanTimeout = 300 * time.Millisecond
+		env := testenv.Start(t, cfg)
+		ref, d := env.PushSample(t, "s/hang:1", "clean")
+		pinned := strings.Split(ref, ":1")[0] + "@" + d // no digest resolution: only the scan meets the hang
+		env.Registry.SetFault(devregistry.Hang)
+		v := settle(t, env, pinned)[0]
+		if v.Status != scan.ScanFailed || !strings.Contains(v.Reason, "took longer than 300ms") {
+			t.Errorf("%s %q", v.Status, v.Reason)
+		}
+		if n := testutil.ToFloat64(env.Metrics.ScanFailures.WithLabelValues("timeout")); n != 1 {
+			t.Errorf("%v timeouts counted", n)
+		}
+		env.Registry.SetFault(devregistry.NoFault)
+	})
+	goleak.VerifyNone(t, before, goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"), goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"))
+}
+
+func TestRegistryGoneMidScanFailsTheScan(t *testing.T) {
+	cfg := testenv.ScanDefaults()
+	env := testenv.Start(t, cfg)
+	ref, d := env.PushSample(t, "s/gone:1", "critical")
+	pinned := strings.Split(ref, ":1")[0] + "@" + d
+	env.Registry.SetDelay(200 * time.Millisecond)
+	ask(t, env, pinned) // the scan starts and waits on the slow registry
+	time.Sleep(50 * time.Millisecond)
+	env.StopRegistry()
+	v := settle(t, env, pinned)[0]
+	if v.Status != scan.ScanFailed || !strings.Contains(v.Reason, "could not be read from its registry") {
+		t.Errorf("%s %q", v.Status, v.Reason)
+	}
+}
+
+func TestFailedScanIsRetriedAfterItsLifetime(t *testing.T) {
+	cfg := testenv.ScanDefaults()
+	cfg.Scan.Scans.FailedTTL = 200 * time.Millisecond
+	env := testenv.Start(t, cfg)
+	ref, d := env.PushSample(t, "s/later:1", "critical")
+	pinned := strings.Split(ref, ":1")[0] + "@" + d
+	env.Registry.SetFault(devregistry.ServerError)
+	if v := settle(t, env, pinned)[0]; v.Status != scan.ScanFailed {
+		t.Fatalf("%s %q", v.Status, v.Reason)
+	}
+	env.Registry.SetFault(devregistry.NoFault)
+	if v := ask(t, env, pinned)[0]; v.Status != scan.ScanFailed {
+		t.Errorf("within its lifetime the failure is served: %s", v.Status)
+	}
+	time.Sleep(250 * time.Millisecond)
+	if v := settle(t, env, pinned)[0]; v.Status != scan.Rejected {
+		t.Errorf("after its lifetime the image is scanned again: %s %q", v.Status, v.Reason)
+	}
+}
+
+func TestNewDatabaseRescansWhileServingTheOldReport(t *testing.T) {
+	env := testenv.Start(t, testenv.ScanDefaults())
+	ref, _ := env.PushSample(t, "s/rescan:1", "high")
+	if v := settle(t, env, ref)[0]; v.Status != scan.Accepted {
+		t.Fatalf("%s %q", v.Status, v.Reason)
+	}
+	path := filepath.Join(t.TempDir(), "newer.db")
+	vulns := append(append([]samples.Vuln(nil), samples.Vulns...),
+		samples.Vuln{ID: "MOAT-TEST-0099", Package: "moat-sample-high", Fixed: "9.0.0", Severity: "critical"})
+	if err := samples.WriteDBOf(path, vulns); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.DB.Load(path); err != nil {
+		t.Fatal(err)
+	}
+	if v := ask(t, env, ref)[0]; v.Status != scan.Accepted {
+		t.Errorf("right after the swap the old report is served: %s", v.Status)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		v := ask(t, env, ref)[0]
+		if v.Status == scan.Rejected && strings.Contains(v.Reason, "MOAT-TEST-0099") && v.Scanner.DB.ID == env.DB.Current() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not re-scanned with the new database: %s %q", v.Status, v.Reason)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -46,7 +46,9 @@ func TestServeHelpDocumentsEveryFlagWithItsDefault(t *testing.T) {
 	for _, name := range []string{"addr", "metrics-addr", "tls-cert", "tls-key", "client-ca", "config", "insecure-skip-client-verify",
 		"max-request-bytes", "max-keys", "validate-deadline", "mutate-deadline", "cache-size", "digest-ttl", "error-ttl",
 		"stale-while-revalidate", "resolve-timeout", "registry-concurrency", "registry-config", "insecure-registries",
-		"cert-reload-interval", "shutdown-delay", "shutdown-timeout", "log-format", "log-level"} {
+		"cert-reload-interval", "shutdown-delay", "shutdown-timeout", "log-format", "log-level",
+		"scanner", "scanner-url", "scan-workers", "scan-queue", "scan-timeout", "scan-wait", "report-ttl", "scan-failed-ttl",
+		"scan-max", "scan-ignore-unfixed", "scan-ignore-ids", "scan-max-findings", "db-path", "db-url", "db-max-age", "db-update-interval"} {
 		if !strings.Contains(help, "-"+name) {
 			t.Errorf("serve --help does not document --%s", name)
 		}
@@ -69,6 +71,10 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"frobnicate"}, 2, `unknown command "frobnicate"`},
 		{[]string{"lookup"}, 2, "name at least one image reference"},
 		{[]string{"dev-certs"}, 2, "--out is required"},
+		{[]string{"scanner"}, 2, "--tls-cert, --tls-key and --client-ca are required"},
+		{[]string{"serve", "--tls-cert", "a", "--tls-key", "b", "--client-ca", "c", "--scanner", "remote"}, 2, "--scanner=remote needs --scanner-url"},
+		{[]string{"serve", "--tls-cert", "a", "--tls-key", "b", "--client-ca", "c", "--scan-max", "severe=1"}, 2, `unknown severity "severe"`},
+		{[]string{"serve", "--tls-cert", "a", "--tls-key", "b", "--client-ca", "c", "--scan-max", "high"}, 2, "want severity=count"},
 	}
 	for _, c := range cases {
 		var errOut bytes.Buffer
@@ -90,7 +96,14 @@ type serveProc struct {
 // waits until it logs its address.
 func startServe(t *testing.T, certDir string, extra ...string) *serveProc {
 	t.Helper()
-	args := append([]string{"serve", "--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0",
+	return startMoat(t, "serve", certDir, append([]string{"--addr", "127.0.0.1:0"}, extra...)...)
+}
+
+// startMoat runs `moat <command>` (serve or scanner) with the dev
+// certificates; extra flags win over the defaults given here.
+func startMoat(t *testing.T, command, certDir string, extra ...string) *serveProc {
+	t.Helper()
+	args := append([]string{command, "--metrics-addr", "127.0.0.1:0",
 		"--tls-cert", filepath.Join(certDir, "tls.crt"), "--tls-key", filepath.Join(certDir, "tls.key"),
 		"--client-ca", filepath.Join(certDir, "ca.crt")}, extra...)
 	cmd := exec.Command(moatBin, args...)
@@ -120,7 +133,7 @@ func startServe(t *testing.T, certDir string, extra ...string) *serveProc {
 	case a := <-addr:
 		s.url = "https://" + a
 	case <-time.After(20 * time.Second):
-		t.Fatalf("moat serve did not start: %s", s.logs)
+		t.Fatalf("moat %s did not start: %s", command, s.logs)
 	}
 	return s
 }

@@ -1,0 +1,104 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/moat-dev/moat/provider/internal/client"
+	"github.com/moat-dev/moat/provider/internal/devregistry"
+	"github.com/moat-dev/moat/provider/internal/samples"
+)
+
+func pushSample(t *testing.T, host, repoTag, sample string) string {
+	t.Helper()
+	img, err := samples.Image(samples.Images[sample])
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := name.NewTag(host+"/"+repoTag, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(ref, img); err != nil {
+		t.Fatal(err)
+	}
+	return ref.String()
+}
+
+// scanStatus asks /validate about key until status is one of want.
+func scanStatus(t *testing.T, c *http.Client, url, key string, want ...string) (status, reason string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, _, err := client.Lookup(context.Background(), c, url+"/validate", []string{key})
+		if err == nil && len(resp.Response.Items) == 1 {
+			var v struct{ Status, Reason string }
+			_ = json.Unmarshal(resp.Response.Items[0].Value, &v)
+			for _, w := range want {
+				if v.Status == w {
+					return v.Status, v.Reason
+				}
+			}
+			status, reason = v.Status, v.Reason
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: still %s %q (err %v), want %v", key, status, reason, err, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestRemoteScannerKilledAndRestarted(t *testing.T) {
+	dir := devCerts(t)
+	reg := httptest.NewServer(devregistry.New())
+	defer reg.Close()
+	host := strings.TrimPrefix(reg.URL, "http://")
+	critical := pushSample(t, host, "app/critical:1", "critical")
+	clean := pushSample(t, host, "app/clean:1", "clean")
+	db := filepath.Join(t.TempDir(), "vulnerability.db")
+	if err := samples.WriteDB(db); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	scannerAddr := ln.Addr().String()
+	ln.Close()
+	startScanner := func() *serveProc {
+		return startMoat(t, "scanner", dir, "--addr", scannerAddr, "--db-path", db,
+			"--db-dir", filepath.Join(t.TempDir(), "vulndb"), "--insecure-registries", host)
+	}
+	scanner := startScanner()
+	serve := startServe(t, dir, "--insecure-registries", host, "--scanner", "remote",
+		"--scanner-url", "https://"+scannerAddr, "--scanner-ca", filepath.Join(dir, "ca.crt"),
+		"--scanner-cert", filepath.Join(dir, "client.crt"), "--scanner-key", filepath.Join(dir, "client.key"),
+		"--scan-failed-ttl", "200ms")
+	c := certClient(t, dir)
+
+	if s, r := scanStatus(t, c, serve.url, critical, "rejected"); !strings.Contains(r, "MOAT-TEST-0001") {
+		t.Errorf("through the scanner service: %s %q", s, r)
+	}
+
+	_ = scanner.cmd.Process.Kill()
+	<-scanner.done
+	if _, r := scanStatus(t, c, serve.url, clean, "scan_failed"); !strings.Contains(r, "scanner service") || !strings.Contains(r, "unreachable") {
+		t.Errorf("with the scanner down: %q", r)
+	}
+	if s, _ := scanStatus(t, c, serve.url, critical, "rejected", "scan_failed"); s != "rejected" {
+		t.Errorf("a report made before the scanner went down is still served: %s", s)
+	}
+
+	startScanner()
+	scanStatus(t, c, serve.url, clean, "accepted") // recovers without restarting the provider
+}

@@ -68,6 +68,8 @@ lint: ## gofmt, go vet, staticcheck
 bench: build ## benchmarks with their figures (see README "Performance")
 	$(GO) test -run='^$$' -bench=MemoryPerCachedEntry -benchtime=1x -count=1 ./provider/internal/lookup
 	$(GO) test -run='^$$' -bench=CachedLookup -count=1 ./provider/internal/lookup
+	$(GO) test -run='^$$' -bench=ScannerMemory -benchtime=1x -count=1 ./provider/internal/grypescan
+	$(GO) test -run='^$$' -bench=ScanSmallImage -benchtime=3s -count=1 ./provider/internal/grypescan
 	./$(BIN) bench --duration $(BENCHTIME)
 	$(GO) test -run='^$$' -bench=DefenderSet -benchtime=3s -cpu 1 ./test/templates
 

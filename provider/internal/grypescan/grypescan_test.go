@@ -26,13 +26,14 @@ import (
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-func startRegistry(t *testing.T) string {
+func startRegistry(t testing.TB) string {
+	t.Helper()
 	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
 	t.Cleanup(srv.Close)
 	return strings.TrimPrefix(srv.URL, "http://")
 }
 
-func push(t *testing.T, host, repo string, img v1.Image) string {
+func push(t testing.TB, host, repo string, img v1.Image) string {
 	t.Helper()
 	ref, err := name.ParseReference(host + "/" + repo + ":v1")
 	if err != nil {
@@ -48,7 +49,8 @@ func push(t *testing.T, host, repo string, img v1.Image) string {
 	return host + "/" + repo + "@" + d.String()
 }
 
-func sample(t *testing.T, host, n string) string {
+func sample(t testing.TB, host, n string) string {
+	t.Helper()
 	img, err := samples.Image(samples.Images[n])
 	if err != nil {
 		t.Fatal(err)
@@ -56,7 +58,7 @@ func sample(t *testing.T, host, n string) string {
 	return push(t, host, "samples/"+n, img)
 }
 
-func newDB(t *testing.T, opts vulndb.Options) *vulndb.DB {
+func newDB(t testing.TB, opts vulndb.Options) *vulndb.DB {
 	t.Helper()
 	if opts.Dir == "" {
 		opts.Dir = filepath.Join(t.TempDir(), "db")
@@ -69,7 +71,7 @@ func newDB(t *testing.T, opts vulndb.Options) *vulndb.DB {
 	return db
 }
 
-func writeDB(t *testing.T, vulns []samples.Vuln) string {
+func writeDB(t testing.TB, vulns []samples.Vuln) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "vulnerability.db")
 	if err := samples.WriteDBOf(path, vulns); err != nil {
@@ -78,7 +80,7 @@ func writeDB(t *testing.T, vulns []samples.Vuln) string {
 	return path
 }
 
-func engine(t *testing.T, db *vulndb.DB) *grypescan.Engine {
+func engine(t testing.TB, db *vulndb.DB) *grypescan.Engine {
 	t.Helper()
 	e, err := grypescan.New(grypescan.Options{Insecure: func(string) bool { return true }}, db)
 	if err != nil {

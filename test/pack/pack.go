@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/open-policy-agent/frameworks/constraint/pkg/core/templates"
 	"github.com/open-policy-agent/gatekeeper/v3/apis"
 	"github.com/open-policy-agent/gatekeeper/v3/pkg/gator"
 	"github.com/open-policy-agent/gatekeeper/v3/pkg/gator/reader"
@@ -114,4 +115,18 @@ func MustAbs(tb testing.TB, p string) string {
 		tb.Fatal(err)
 	}
 	return a
+}
+
+// ReadTemplate reads one template file as gator reads it.
+func ReadTemplate(tb testing.TB, path string) *templates.ConstraintTemplate {
+	tb.Helper()
+	scheme := runtime.NewScheme()
+	if err := apis.AddToScheme(scheme); err != nil {
+		tb.Fatal(err)
+	}
+	tmpl, err := reader.ReadTemplate(scheme, os.DirFS("/"), strings.TrimPrefix(MustAbs(tb, path), "/"))
+	if err != nil {
+		tb.Fatalf("%s: %v", path, err)
+	}
+	return tmpl
 }

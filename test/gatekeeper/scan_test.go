@@ -1,0 +1,124 @@
+package gatekeeper_test
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/open-policy-agent/frameworks/constraint/pkg/client"
+	"github.com/open-policy-agent/frameworks/constraint/pkg/client/drivers/rego"
+	"github.com/open-policy-agent/frameworks/constraint/pkg/externaldata"
+	"github.com/open-policy-agent/gatekeeper/v3/pkg/target"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
+
+	"github.com/moat-dev/moat/provider/testenv"
+	"github.com/moat-dev/moat/test/pack"
+)
+
+// scanClient is a constraint-framework client with the shipped
+// MoatImageScan template and the dev and prod constraints, asking env's
+// provider (embedded Grype) through Gatekeeper's external-data client.
+func scanClient(t *testing.T, env *testenv.Env) *client.Client {
+	t.Helper()
+	pc := externaldata.NewCache()
+	if err := pc.Upsert(provider(t, env, "/validate")); err != nil {
+		t.Fatal(err)
+	}
+	cw, err := certwatcher.New(env.Path("client.crt"), env.Path("client.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	driver, err := rego.New(rego.AddExternalDataProviderCache(pc), rego.EnableExternalDataClientAuth(), rego.AddExternalDataClientCertWatcher(cw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.NewClient(client.Targets(&target.K8sValidationTarget{}), client.Driver(driver), client.EnforcementPoints("validation.gatekeeper.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := c.AddTemplate(ctx, pack.ReadTemplate(t, filepath.Join(pack.Root, "templates", "moatimagescan.yaml"))); err != nil {
+		t.Fatal(err)
+	}
+	for _, ns := range []string{"dev", "prod"} {
+		if _, err := c.AddConstraint(ctx, pack.ReadConstraint(t, filepath.Join(pack.Root, "constraints", "namespaces", ns, "image-scan.yaml"))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return c
+}
+
+func pod(ns, image string) *unstructured.Unstructured {
+	return &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "v1", "kind": "Pod",
+		"metadata": map[string]any{"name": "app", "namespace": ns},
+		"spec":     map[string]any{"containers": []any{map[string]any{"name": "app", "image": image}}},
+	}}
+}
+
+// verdict is "allow", or the enforcement action and messages of the
+// violations.
+func verdict(t *testing.T, c *client.Client, ns, image string) string {
+	t.Helper()
+	resp, err := c.Review(context.Background(), pod(ns, image))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, r := range resp.Results() {
+		out = append(out, r.EnforcementAction+": "+r.Msg)
+	}
+	if len(out) == 0 {
+		return "allow"
+	}
+	return strings.Join(out, "\n")
+}
+
+func TestScanStatusesDecidePerNamespace(t *testing.T) {
+	env := testenv.Start(t, testenv.ScanDefaults())
+	c := scanClient(t, env)
+	critical, _ := env.PushSample(t, "app/critical:1", "critical")
+	clean, _ := env.PushSample(t, "app/clean:1", "clean")
+	broken, _ := env.PushSample(t, "app/broken:1", "unreadable")
+
+	// Not scanned yet: pending is refused in prod, admitted in dev.
+	if v := verdict(t, c, "prod", clean); !strings.HasPrefix(v, "deny: ") || !strings.Contains(v, "report_not_available") {
+		t.Errorf("prod, scan pending: %s", v)
+	}
+	if v := verdict(t, c, "dev", clean); v != "allow" {
+		t.Errorf("dev, scan pending: %s", v)
+	}
+
+	wait := func(image string) {
+		deadline := time.Now().Add(30 * time.Second)
+		for time.Now().Before(deadline) {
+			if !strings.Contains(verdict(t, c, "prod", image), "report_not_available") {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Fatalf("%s: still pending", image)
+	}
+	for _, im := range []string{critical, clean, broken} {
+		wait(im)
+	}
+	if v := verdict(t, c, "prod", clean); v != "allow" {
+		t.Errorf("prod, clean image once scanned: %s", v)
+	}
+	if v := verdict(t, c, "prod", critical); !strings.HasPrefix(v, "deny: ") || !strings.Contains(v, "critical") {
+		t.Errorf("prod, critical finding: %s", v)
+	}
+	if v := verdict(t, c, "dev", critical); !strings.HasPrefix(v, "warn: ") {
+		t.Errorf("dev, critical finding (warn only): %s", v)
+	}
+	if v := verdict(t, c, "prod", broken); !strings.HasPrefix(v, "deny: ") || !strings.Contains(v, "its scan failed: ") || !strings.Contains(v, "could not be read") {
+		t.Errorf("prod, scan failed: %s", v)
+	}
+	if v := verdict(t, c, "dev", broken); v != "allow" {
+		t.Errorf("dev, scan failed: %s", v)
+	}
+	t.Logf("prod, critical: %s", verdict(t, c, "prod", critical))
+}

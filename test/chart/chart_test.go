@@ -226,7 +226,7 @@ func constraints(objs []*unstructured.Unstructured) int {
 // and every Defender rule but the registry allow-list, which only the user
 // can fill in: Moat passes its own policies.
 func TestOwnPodsPassMoatsPolicies(t *testing.T) {
-	objs := render(t, "policies.defender.enabled=true", "policies.podSecurity.level=restricted")
+	objs := render(t, "policies.defender.enabled=true", "policies.podSecurity.level=restricted", "scanner.mode=service")
 	c := pack.NewClient(t, true)
 	pack.AddTemplates(t, c) // all but the external-data ones, which gator cannot load
 	added := 0
@@ -240,20 +240,22 @@ func TestOwnPodsPassMoatsPolicies(t *testing.T) {
 			added++
 		}
 	}
-	d := find(objs, "Deployment", "moat")
-	tmpl, _, _ := unstructured.NestedMap(d.Object, "spec", "template")
-	pod := &unstructured.Unstructured{Object: tmpl}
-	pod.SetAPIVersion("v1")
-	pod.SetKind("Pod")
-	pod.SetName("moat-provider")
-	pod.SetNamespace("apps")
-	resp, err := c.Review(context.Background(), pod)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range resp.Results() {
-		js, _ := yaml.Marshal(pod.Object)
-		t.Errorf("%s: %s\n%s", r.Constraint.GetName(), r.Msg, js)
+	for _, name := range []string{"moat", "moat-scanner"} {
+		d := find(objs, "Deployment", name)
+		tmpl, _, _ := unstructured.NestedMap(d.Object, "spec", "template")
+		pod := &unstructured.Unstructured{Object: tmpl}
+		pod.SetAPIVersion("v1")
+		pod.SetKind("Pod")
+		pod.SetName(name)
+		pod.SetNamespace("apps")
+		resp, err := c.Review(context.Background(), pod)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range resp.Results() {
+			js, _ := yaml.Marshal(pod.Object)
+			t.Errorf("%s: %s: %s\n%s", name, r.Constraint.GetName(), r.Msg, js)
+		}
 	}
 	if added < 25 {
 		t.Fatalf("only %d constraints judged the pod", added)
@@ -308,7 +310,8 @@ func TestDockerfile(t *testing.T) {
 
 // A misspelt or out-of-range value is refused at install, not ignored.
 func TestValuesSchemaRefusesMistakes(t *testing.T) {
-	for _, bad := range []string{"policies.podSecurity.level=strict", "providers.mutate.timeout=2", "provider.validateDeadline=2", "replicas=3"} {
+	for _, bad := range []string{"policies.podSecurity.level=strict", "providers.mutate.timeout=2", "provider.validateDeadline=2", "replicas=3",
+		"scanner.mode=on", "scanner.policy.max.severe=1", "scanner.timeout=2"} {
 		cmd := exec.Command("go", "tool", "-modfile=tools/helm/go.mod", "helm", "template", "moat", "charts/moat", "--kube-version", "1.34.0", "--set", bad)
 		cmd.Dir = root
 		out, err := cmd.CombinedOutput()

@@ -65,7 +65,7 @@ func gatekeeperSchemas(t *testing.T) map[string]*apiextensions.JSONSchemaProps {
 func TestRenderedManifestsMatchTheirSchemas(t *testing.T) {
 	schemas := gatekeeperSchemas(t)
 	objs := render(t, "policies.defender.enabled=true", "policies.podSecurity.level=restricted", "mutation.pinDigests=true",
-		"provider.registryCredentialsSecret=pull", "networkPolicy.enabled=true",
+		"provider.registryCredentialsSecret=pull", "networkPolicy.enabled=true", "scanner.mode=service",
 		"networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.name=monitoring")
 	seen := map[string]int{}
 	for _, o := range objs {

@@ -46,3 +46,99 @@ tls.crt: {{ $cert.Cert | b64enc }}
 tls.key: {{ $cert.Key | b64enc }}
 {{- end -}}
 {{- end -}}
+
+{{/* The scanner engine's flags, shared by `serve --scanner embedded` and `moat scanner`. */}}
+{{- define "moat.engineArgs" -}}
+{{- $db := .Values.scanner.database -}}
+- --db-dir=/var/lib/moat/vulndb
+- --db-max-age={{ $db.maxAge }}
+{{- if $db.url }}
+- --db-url={{ $db.url }}
+- --db-update-interval={{ $db.updateInterval }}
+{{- end }}
+{{- if $db.path }}
+- --db-path={{ $db.path }}
+{{- end }}
+{{- with .Values.provider.insecureRegistries }}
+- --insecure-registries={{ join "," . }}
+{{- end }}
+{{- if .Values.provider.registryCredentialsSecret }}
+- --registry-config=/etc/moat/registry/.dockerconfigjson
+{{- end }}
+{{- end -}}
+
+{{/* The scan queue and policy flags of `serve`. */}}
+{{- define "moat.scanArgs" -}}
+{{- $s := .Values.scanner -}}
+{{- $max := list -}}
+{{- range $k, $v := $s.policy.max }}{{ $max = append $max (printf "%s=%v" $k $v) }}{{ end -}}
+- --scan-workers={{ $s.workers }}
+- --scan-queue={{ $s.queue }}
+- --scan-timeout={{ $s.timeout }}
+- --scan-wait={{ $s.wait }}
+- --report-ttl={{ $s.reportTTL }}
+- --scan-failed-ttl={{ $s.failedTTL }}
+- --scan-max-findings={{ $s.maxFindings }}
+- --scan-max={{ join "," $max }}
+{{- if $s.policy.ignoreUnfixed }}
+- --scan-ignore-unfixed
+{{- end }}
+{{- with $s.policy.ignoreIDs }}
+- --scan-ignore-ids={{ join "," . }}
+{{- end }}
+{{- end -}}
+
+{{/* Volumes a scanning pod needs: the database directory, and the offline database. */}}
+{{- define "moat.engineVolumes" -}}
+- name: vulndb
+  emptyDir: {sizeLimit: {{ .Values.scanner.database.storageSizeLimit }}}
+- name: tmp   # image layers are unpacked here while scanned
+  emptyDir: {sizeLimit: {{ .Values.scanner.database.storageSizeLimit }}}
+{{- with .Values.scanner.database.volume }}
+- name: offline-db
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{- define "moat.engineMounts" -}}
+- {name: vulndb, mountPath: /var/lib/moat/vulndb}
+- {name: tmp, mountPath: /tmp}
+{{- if .Values.scanner.database.volume }}
+- {name: offline-db, mountPath: /var/lib/moat/offline, readOnly: true}
+{{- end }}
+{{- end -}}
+
+{{/* The scanner service's certificates: their own CA, reused on upgrade. */}}
+{{- define "moat.scannerCerts" -}}
+{{- $secretName := printf "%s-scanner-tls" (include "moat.name" .) -}}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace $secretName -}}
+{{- if and $existing (index $existing.data "ca.crt") (index $existing.data "tls.crt") (index $existing.data "client.crt") -}}
+{{- range $k := list "ca.crt" "tls.crt" "tls.key" "client.crt" "client.key" }}
+{{ $k }}: {{ index $existing.data $k }}
+{{- end }}
+{{- else -}}
+{{- $svc := printf "%s-scanner" (include "moat.name" .) -}}
+{{- $ca := genCA (printf "%s-ca" $svc) (int .Values.certificates.validityDays) -}}
+{{- $dns := list $svc (printf "%s.%s" $svc .Release.Namespace) (printf "%s.%s.svc" $svc .Release.Namespace) (printf "%s.%s.svc.cluster.local" $svc .Release.Namespace) -}}
+{{- $cert := genSignedCert (printf "%s.%s.svc" $svc .Release.Namespace) nil $dns (int .Values.certificates.validityDays) $ca -}}
+{{- $client := genSignedCert (printf "%s-provider" (include "moat.name" .)) nil nil (int .Values.certificates.validityDays) $ca -}}
+ca.crt: {{ $ca.Cert | b64enc }}
+tls.crt: {{ $cert.Cert | b64enc }}
+tls.key: {{ $cert.Key | b64enc }}
+client.crt: {{ $client.Cert | b64enc }}
+client.key: {{ $client.Key | b64enc }}
+{{- end -}}
+{{- end -}}
+
+{{- define "moat.scannerSelector" -}}
+app.kubernetes.io/name: moat-scanner
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "moat.scannerLabels" -}}
+{{ include "moat.scannerSelector" . }}
+app.kubernetes.io/component: scanner
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}

@@ -38,11 +38,16 @@ func helm(t *testing.T, args ...string) string {
 	return out.String()
 }
 
-// render is `helm template` in gatekeeper-system, parsed into objects.
+// render is `helm template` in gatekeeper-system, parsed into objects. Each
+// of sets is a --set, or "-f=FILE" for a values file.
 func render(t *testing.T, sets ...string) []*unstructured.Unstructured {
 	t.Helper()
 	args := []string{"template", "moat", "charts/moat", "-n", "gatekeeper-system", "--kube-version", "1.34.0"}
 	for _, s := range sets {
+		if f, ok := strings.CutPrefix(s, "-f="); ok {
+			args = append(args, "-f", f)
+			continue
+		}
 		args = append(args, "--set", s)
 	}
 	var objs []*unstructured.Unstructured
@@ -311,7 +316,8 @@ func TestDockerfile(t *testing.T) {
 // A misspelt or out-of-range value is refused at install, not ignored.
 func TestValuesSchemaRefusesMistakes(t *testing.T) {
 	for _, bad := range []string{"policies.podSecurity.level=strict", "providers.mutate.timeout=2", "provider.validateDeadline=2", "replicas=3",
-		"scanner.mode=on", "scanner.policy.max.severe=1", "scanner.timeout=2"} {
+		"scanner.mode=on", "scanner.policy.max.severe=1", "scanner.timeout=2",
+		"imagePolicy.defaultPolicy=maybe", "imagePolicy.byNamespace.prod.alwaysAccep=x", "imagePolicy.byNamespace.Prod.scanFailed=accept"} {
 		cmd := exec.Command("go", "tool", "-modfile=tools/helm/go.mod", "helm", "template", "moat", "charts/moat", "--kube-version", "1.34.0", "--set", bad)
 		cmd.Dir = root
 		out, err := cmd.CombinedOutput()

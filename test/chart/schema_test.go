@@ -66,6 +66,7 @@ func TestRenderedManifestsMatchTheirSchemas(t *testing.T) {
 	schemas := gatekeeperSchemas(t)
 	objs := render(t, "policies.defender.enabled=true", "policies.podSecurity.level=restricted", "mutation.pinDigests=true",
 		"provider.registryCredentialsSecret=pull", "networkPolicy.enabled=true", "scanner.mode=service",
+		"-f=test/chart/testdata/imagepolicy-values.yaml",
 		"networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.name=monitoring")
 	seen := map[string]int{}
 	for _, o := range objs {

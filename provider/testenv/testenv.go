@@ -221,15 +221,18 @@ func (e *Env) PushImage(tb testing.TB, repoTag string, img v1.Image) (ref, diges
 	return ref, d.String()
 }
 
-// PushSample pushes the sample image called sample (samples.Images, or
-// "unreadable") to repoTag.
+// PushSample pushes the sample image called sample (samples.Images,
+// "unreadable" or "artifact") to repoTag.
 func (e *Env) PushSample(tb testing.TB, repoTag, sample string) (ref, digest string) {
 	tb.Helper()
 	var img v1.Image
 	var err error
-	if sample == "unreadable" {
+	switch sample {
+	case "unreadable":
 		img, err = samples.Unreadable()
-	} else {
+	case "artifact":
+		img, err = samples.Artifact()
+	default:
 		pkgs, ok := samples.Images[sample]
 		if !ok {
 			tb.Fatalf("no sample image %q", sample)

@@ -103,7 +103,11 @@ func (e *Engine) Scan(ctx context.Context, img string) (scan.Result, error) {
 	src, err := syft.GetSource(sctx, ref.String(), syft.DefaultGetSourceConfig().
 		WithSources("registry").WithRegistryOptions(reg).WithPlatform(platform))
 	if err != nil {
-		return scan.Result{}, e.failure(ctx, "pull", fmt.Errorf("%s: the image could not be read from its registry: %w", img, err))
+		kind := "pull"
+		if strings.Contains(err.Error(), "unsupported") { // a media type stereoscope cannot read (an artifact)
+			kind = "unsupported"
+		}
+		return scan.Result{}, e.failure(ctx, kind, fmt.Errorf("%s: the image could not be read from its registry: %w", img, err))
 	}
 	defer src.Close()
 	sb, err := syft.CreateSBOM(sctx, src, e.sbom)

@@ -141,3 +141,12 @@ func withLayer(layer v1.Layer) (v1.Image, error) {
 func Unreadable() (v1.Image, error) {
 	return withLayer(static.NewLayer([]byte("this is not a tar archive"), types.OCILayer))
 }
+
+// Artifact is an OCI artifact that is not a container image (a Helm chart's
+// media types): a registry serves it, a scanner has nothing to catalog.
+func Artifact() (v1.Image, error) {
+	layer := static.NewLayer([]byte("not a container filesystem"), "application/vnd.cncf.helm.chart.content.v1.tar+gzip")
+	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
+	img = mutate.ConfigMediaType(img, "application/vnd.cncf.helm.config.v1+json")
+	return mutate.Append(img, mutate.Addendum{Layer: layer, MediaType: "application/vnd.cncf.helm.chart.content.v1.tar+gzip"})
+}

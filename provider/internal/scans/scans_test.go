@@ -2,8 +2,10 @@ package scans_test
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -88,8 +90,9 @@ func TestEachStatusWithItsCountsAndIDs(t *testing.T) {
 	high, _ := env.PushSample(t, "s/high:1", "high")
 	clean, _ := env.PushSample(t, "s/clean:1", "clean")
 	bad, _ := env.PushSample(t, "s/bad:1", "unreadable")
+	chart, _ := env.PushSample(t, "s/chart:1", "artifact")
 
-	first := ask(t, env, crit, high, clean, bad)
+	first := ask(t, env, crit, high, clean, bad, chart)
 	for i, v := range first {
 		if v.Status != scan.ReportNotAvailable || !strings.Contains(v.Reason, "queued or running") {
 			t.Errorf("first answer %d: %s %q; want report_not_available (scan-wait is 0)", i, v.Status, v.Reason)
@@ -98,7 +101,7 @@ func TestEachStatusWithItsCountsAndIDs(t *testing.T) {
 			t.Errorf("first answer %d has no digest: the scan must not hold up the digest", i)
 		}
 	}
-	vs := settle(t, env, crit, high, clean, bad)
+	vs := settle(t, env, crit, high, clean, bad, chart)
 
 	c := vs[0]
 	if c.Status != scan.Rejected || !strings.Contains(c.Reason, "1 critical (max 0: MOAT-TEST-0001)") {
@@ -129,8 +132,14 @@ func TestEachStatusWithItsCountsAndIDs(t *testing.T) {
 	if b := vs[3]; b.Status != scan.ScanFailed || !strings.Contains(b.Reason, "could not be read") || strings.Contains(b.Reason, "\n") {
 		t.Errorf("unreadable: %s %q", b.Status, b.Reason)
 	}
-	if n := scansTotal(env); n != 4 {
-		t.Errorf("%v scans for 4 images", n)
+	if a := vs[4]; a.Status != scan.ScanFailed || !strings.Contains(a.Reason, "unsupported layer media type") {
+		t.Errorf("an OCI artifact that is not an image: %s %q", a.Status, a.Reason)
+	}
+	if n := testutil.ToFloat64(env.Metrics.ScanFailures.WithLabelValues("unsupported")); n != 1 {
+		t.Errorf("%v scans counted as unsupported, want the artifact's", n)
+	}
+	if n := scansTotal(env); n != 5 {
+		t.Errorf("%v scans for 5 images", n)
 	}
 }
 
@@ -290,5 +299,38 @@ func TestNewDatabaseRescansWhileServingTheOldReport(t *testing.T) {
 			t.Fatalf("not re-scanned with the new database: %s %q", v.Status, v.Reason)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestPrivateRegistryScansWithTheResolversCredentials(t *testing.T) {
+	cfg := testenv.ScanDefaults()
+	cfg.Scan.Scans.FailedTTL = 100 * time.Millisecond
+	auth := filepath.Join(t.TempDir(), ".dockerconfigjson")
+	cfg.Registry.RegistryConfig = auth // read on use, so written below once the host is known
+	env := testenv.Start(t, cfg)
+	ref, d := env.PushSample(t, "private/app:1", "critical")
+	pinned := strings.Split(ref, ":1")[0] + "@" + d
+	env.Registry.SetBasicAuth("moat", "s3cret")
+	writeAuth := func(password string) {
+		b64 := base64.StdEncoding.EncodeToString([]byte("moat:" + password))
+		if err := os.WriteFile(auth, []byte(`{"auths":{"`+env.RegistryHost+`":{"auth":"`+b64+`"}}}`), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeAuth("wrong")
+	if v := settle(t, env, pinned)[0]; v.Status != scan.ScanFailed || !strings.Contains(v.Reason, "401") && !strings.Contains(strings.ToLower(v.Reason), "unauthorized") {
+		t.Errorf("wrong credentials: %s %q", v.Status, v.Reason)
+	}
+	writeAuth("s3cret")
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		v := ask(t, env, pinned)[0]
+		if v.Status == scan.Rejected {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("with the right credentials: %s %q", v.Status, v.Reason)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

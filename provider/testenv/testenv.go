@@ -22,6 +22,7 @@ import (
 
 	"github.com/moat-dev/moat/provider/internal/app"
 	"github.com/moat-dev/moat/provider/internal/certs"
+	"github.com/moat-dev/moat/provider/internal/checks"
 	"github.com/moat-dev/moat/provider/internal/client"
 	"github.com/moat-dev/moat/provider/internal/devregistry"
 	"github.com/moat-dev/moat/provider/internal/lookup"
@@ -51,7 +52,7 @@ type Env struct {
 	// Log receives the provider's logs (JSON lines).
 	Log *SyncBuffer
 	// Scans and DB are set when the Config scans (ScanDefaults).
-	Scans *scans.Service
+	Scans *checks.Service
 	DB    *vulndb.DB
 
 	registry *httptest.Server

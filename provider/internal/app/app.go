@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/moat-dev/moat/provider/internal/checks"
 	"github.com/moat-dev/moat/provider/internal/client"
 	"github.com/moat-dev/moat/provider/internal/grypescan"
 	"github.com/moat-dev/moat/provider/internal/lookup"
@@ -70,8 +71,8 @@ type App struct {
 	Server  *server.Server
 	Service *lookup.Service
 	Metrics *metrics.Metrics
-	Scans   *scans.Service // nil when scanning is off
-	DB      *vulndb.DB     // the embedded scanner's database, or nil
+	Scans   *checks.Service // nil when scanning is off
+	DB      *vulndb.DB      // the embedded scanner's database, or nil
 	log     *slog.Logger
 	dbCfg   EngineConfig
 }
@@ -111,7 +112,7 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 		if err != nil {
 			return nil, err
 		}
-		svc.SetReports(a.Scans, cfg.Scan.Wait)
+		svc.AddChecks(cfg.Scan.Wait, a.Scans)
 	}
 	certs := mtls.NewReloader(cfg.Certs, log, m)
 	a.Server = server.New(cfg.Server, svc, certs, m, log)

@@ -135,7 +135,7 @@ func BenchmarkCachedLookupWithReport(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer sc.Close()
-	s.SetReports(sc, 0)
+	s.AddChecks(0, sc)
 	keys := make([]string, 100)
 	for i := range keys {
 		keys[i] = fmt.Sprintf("ghcr.io/org/app-%d:v%d", i, i)

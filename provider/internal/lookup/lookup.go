@@ -11,17 +11,18 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/singleflight"
 
 	"github.com/moat-dev/moat/provider/internal/cache"
+	"github.com/moat-dev/moat/provider/internal/checks"
 	"github.com/moat-dev/moat/provider/internal/metrics"
 	"github.com/moat-dev/moat/provider/internal/protocol"
 	"github.com/moat-dev/moat/provider/internal/reference"
 	"github.com/moat-dev/moat/provider/internal/resolve"
-	"github.com/moat-dev/moat/provider/internal/scans"
 )
 
 // Resolver resolves a tag to a digest; *resolve.Resolver is the real one.
@@ -56,39 +57,39 @@ type Answer struct {
 	// Image is the digest reference to scan ("repo@sha256:…"); empty for
 	// errors.
 	Image string
-	// last remembers this answer joined with the last report it was given,
-	// so an unchanged report costs no new allocation.
+	// last remembers this answer joined with the last check outcomes it
+	// was given, so unchanged outcomes cost no new allocation.
 	last atomic.Pointer[joined]
 }
 
 type joined struct {
-	report *scans.Entry
-	answer *Answer
+	entries []*checks.Entry
+	answer  *Answer
 }
 
-// Reports gives the scan report of a digest reference; *scans.Service is
-// the real one.
-type Reports interface {
-	Report(ctx context.Context, image string, until time.Time) *scans.Entry
+// Checks gives the outcome of a check of a digest reference (a scan, a
+// signature check); *checks.Service is the real one.
+type Checks interface {
+	Get(ctx context.Context, image string, until time.Time) *checks.Entry
 }
 
 // Service answers keys. It is safe for concurrent use.
 type Service struct {
-	opts     Options
-	resolver Resolver
-	cache    *cache.Cache[string, *Answer]
-	flight   singleflight.Group
-	metrics  *metrics.Metrics
-	log      *slog.Logger
-	now      func() time.Time
-	reports  Reports
-	scanWait time.Duration
+	opts      Options
+	resolver  Resolver
+	cache     *cache.Cache[string, *Answer]
+	flight    singleflight.Group
+	metrics   *metrics.Metrics
+	log       *slog.Logger
+	now       func() time.Time
+	checks    []Checks
+	checkWait time.Duration
 }
 
-// SetReports adds the scan report to every value: a lookup waits up to
-// wait (inside its own deadline) for a scan that is not done.
-func (s *Service) SetReports(r Reports, wait time.Duration) {
-	s.reports, s.scanWait = r, wait
+// AddChecks adds the outcome of each check to every value: a lookup waits
+// up to wait (inside its own deadline) for checks that are not done.
+func (s *Service) AddChecks(wait time.Duration, cs ...Checks) {
+	s.checks, s.checkWait = append(s.checks, cs...), wait
 }
 
 // New returns a Service.
@@ -132,8 +133,8 @@ func (s *Service) Lookup(ctx context.Context, deadline time.Time, keys []string)
 	if len(waits) > 0 {
 		s.await(ctx, deadline, out, waits)
 	}
-	if s.reports != nil {
-		s.addReports(ctx, deadline, out)
+	if len(s.checks) > 0 {
+		s.addChecks(ctx, deadline, out)
 	}
 	return out
 }
@@ -166,29 +167,39 @@ func (s *Service) await(ctx context.Context, deadline time.Time, out []*Answer, 
 	}
 }
 
-// addReports appends each digest's scan report to its value. The mutate
-// body is kept as it is; asking at mutation starts the scan early.
-func (s *Service) addReports(ctx context.Context, deadline time.Time, out []*Answer) {
-	until := s.now().Add(s.scanWait)
+// addChecks appends each check's outcome for the digest to its value. The
+// mutate body is kept as it is; asking at mutation starts the checks early.
+func (s *Service) addChecks(ctx context.Context, deadline time.Time, out []*Answer) {
+	until := s.now().Add(s.checkWait)
 	if until.After(deadline) {
 		until = deadline
 	}
+	var buf [4]*checks.Entry // no allocation for the usual one or two checks
 	for i, a := range out {
 		if a.Image == "" {
 			continue
 		}
-		e := s.reports.Report(ctx, a.Image, until)
-		if j := a.last.Load(); j != nil && j.report == e {
+		es := buf[:0]
+		for _, c := range s.checks {
+			es = append(es, c.Get(ctx, a.Image, until))
+		}
+		if j := a.last.Load(); j != nil && slices.Equal(j.entries, es) {
 			out[i] = j.answer
 			continue
 		}
-		v := make([]byte, 0, len(a.Validate)+len(e.Fragment)+2)
+		n := len(a.Validate)
+		for _, e := range es {
+			n += len(e.Fragment) + 1
+		}
+		v := make([]byte, 0, n)
 		v = append(v, a.Validate[:len(a.Validate)-1]...) // without the value's closing brace
-		v = append(v, ',')
-		v = append(v, e.Fragment...)
+		for _, e := range es {
+			v = append(v, ',')
+			v = append(v, e.Fragment...)
+		}
 		v = append(v, '}')
 		out[i] = &Answer{Validate: v, Mutate: a.Mutate, Image: a.Image}
-		a.last.Store(&joined{report: e, answer: out[i]})
+		a.last.Store(&joined{entries: slices.Clone(es), answer: out[i]})
 	}
 }
 

@@ -68,13 +68,7 @@ type Report struct {
 	FindingsOmitted int    `json:"findingsOmitted,omitempty"`
 	Scanner         *Tool  `json:"scanner,omitempty"`
 	ScannedAt       string `json:"scannedAt,omitempty"`
-	// Database is the database the report was made with; a report made
-	// with an older one is re-scanned.
-	database string
 }
-
-// Database is the ID of the database the report was made with.
-func (r *Report) Database() string { return r.database }
 
 // Judge applies the policy to a finished scan.
 func (p Policy) Judge(res Result) Report {
@@ -110,7 +104,6 @@ func (p Policy) Judge(res Result) Report {
 		Fixable:         &fixable,
 		Scanner:         &res.Scanner,
 		ScannedAt:       res.ScannedAt.UTC().Format(time.RFC3339),
-		database:        res.Scanner.DB.ID,
 	}
 	if len(broken) > 0 {
 		r.Status = Rejected

@@ -1,0 +1,280 @@
+// Package checks runs slow checks of images (vulnerability scans,
+// signature verification) off the admission path: a bounded queue, a pool
+// of workers, one check per digest however many lookups ask, and a cache
+// of outcomes with a lifetime each. A lookup never waits for a check longer
+// than the budget it passes (zero by default): until the outcome is there
+// it gets the check's pending answer.
+package checks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/moat-dev/moat/provider/internal/cache"
+)
+
+// Check is one kind of check.
+type Check interface {
+	// Run checks image, a digest reference, until ctx ends.
+	Run(ctx context.Context, image string) Outcome
+	// Failed is the outcome of a check that could not run: it timed out, or
+	// the service is shutting down.
+	Failed(image string, err error) Outcome
+	// Pending is the answer while the check is queued or running.
+	Pending(reason string) []byte
+	// Version identifies what outcomes depend on now (a database, a trust
+	// configuration); an outcome of another version is checked again.
+	// Empty when unknown.
+	Version() string
+}
+
+// Outcome is a finished check.
+type Outcome struct {
+	// Fragment is the answer as JSON object members, without the braces.
+	Fragment []byte
+	// TTL is how long it is served; 0 means the Service's FailedTTL.
+	TTL time.Duration
+	// Version is Check.Version when the check ran.
+	Version string
+	// Status labels it in metrics; Kind labels a failure ("" for none).
+	Status, Kind string
+}
+
+// Options configure a Service.
+type Options struct {
+	Workers   int
+	QueueSize int
+	// Timeout cancels a check that runs longer; it becomes Check.Failed.
+	Timeout   time.Duration
+	CacheSize int
+}
+
+// Metrics are the collectors a Service reports to.
+type Metrics struct {
+	Done      *prometheus.CounterVec // status
+	Failures  *prometheus.CounterVec // kind
+	Duration  prometheus.Observer
+	Queued    prometheus.Gauge
+	Running   prometheus.Gauge
+	QueueFull prometheus.Counter
+}
+
+// Entry is an outcome (or a pending answer) as served. Never modified.
+type Entry struct {
+	Fragment []byte
+	version  string
+}
+
+// Service schedules checks and caches their outcomes. Safe for concurrent
+// use.
+type Service struct {
+	name    string
+	opts    Options
+	check   Check
+	cache   *cache.Cache[string, *Entry]
+	metrics Metrics
+	log     *slog.Logger
+
+	mu    sync.Mutex
+	jobs  map[string]*job // queued or running, by digest
+	queue chan *job
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+type job struct {
+	image   string
+	key     string
+	done    chan struct{}
+	entry   *Entry // set before done closes
+	pending *Entry
+}
+
+// New starts a Service with its workers; Close stops them. name ("scan",
+// "signature check") is used in logs and messages.
+func New(name string, opts Options, c Check, m Metrics, log *slog.Logger) (*Service, error) {
+	if opts.Workers < 1 || opts.QueueSize < 0 || opts.Timeout <= 0 {
+		return nil, fmt.Errorf("%s: %d workers, a queue of %d and a timeout of %s: need at least one worker, a queue of zero or more and a positive timeout",
+			name, opts.Workers, opts.QueueSize, opts.Timeout)
+	}
+	ch, err := cache.New[string, *Entry](opts.CacheSize, nil)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Service{name: name, opts: opts, check: c, cache: ch, metrics: m, log: log,
+		jobs: map[string]*job{}, queue: make(chan *job, opts.QueueSize), ctx: ctx, cancel: cancel}
+	for range opts.Workers {
+		s.wg.Add(1)
+		go s.work()
+	}
+	return s, nil
+}
+
+// Close cancels running checks and stops the workers.
+func (s *Service) Close() {
+	s.cancel()
+	s.wg.Wait()
+}
+
+// Get returns the outcome for image, a digest reference
+// ("registry/repo@sha256:…"). With none cached it queues a check (or joins
+// the one running) and waits for it until `until` or until ctx ends; then
+// it answers the check's pending answer.
+func (s *Service) Get(ctx context.Context, image string, until time.Time) *Entry {
+	key := digestOf(image)
+	if key == "" {
+		return &Entry{Fragment: s.check.Failed(image, fmt.Errorf("%s: not a digest reference", image)).Fragment}
+	}
+	e, f := s.cache.Get(key)
+	if f == cache.Fresh {
+		// An outcome of an older version is served while the image is
+		// checked again with the new one.
+		if v := s.check.Version(); v != "" && e.version != "" && e.version != v {
+			s.start(image, key)
+		}
+		return e
+	}
+	j, full := s.start(image, key)
+	if j == nil {
+		return full
+	}
+	if wait := time.Until(until); wait > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		select {
+		case <-j.done:
+			return j.entry
+		case <-t.C:
+		case <-ctx.Done():
+		}
+	}
+	select {
+	case <-j.done:
+		return j.entry
+	default:
+		return j.pending
+	}
+}
+
+// start queues a check of image unless one is queued or running. It
+// returns the job, or nil and a pending entry when the queue is full.
+func (s *Service) start(image, key string) (*job, *Entry) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if j, ok := s.jobs[key]; ok {
+		return j, nil
+	}
+	j := &job{image: image, key: key, done: make(chan struct{}),
+		pending: &Entry{Fragment: s.check.Pending(fmt.Sprintf("the %s of %s is queued or running; ask again later", s.name, key))}}
+	select {
+	case s.queue <- j:
+	default:
+		s.metrics.QueueFull.Inc()
+		return nil, &Entry{Fragment: s.check.Pending(fmt.Sprintf(
+			"the %s queue is full (%d waiting); %s is checked when a later lookup finds room", s.name, s.opts.QueueSize, key))}
+	}
+	s.jobs[key] = j
+	s.metrics.Queued.Inc()
+	return j, nil
+}
+
+func (s *Service) work() {
+	defer s.wg.Done()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case j := <-s.queue:
+			s.metrics.Queued.Dec()
+			s.run(j)
+		}
+	}
+}
+
+var errTimeout = errors.New("timed out")
+
+// run checks one job and publishes its outcome: cached first, then the job
+// is removed and its waiters are woken.
+func (s *Service) run(j *job) {
+	s.metrics.Running.Inc()
+	defer s.metrics.Running.Dec()
+	start := time.Now()
+	ctx, cancel := context.WithTimeoutCause(s.ctx, s.opts.Timeout, errTimeout)
+	defer cancel()
+	o := s.runCheck(ctx, j.image)
+	s.metrics.Duration.Observe(time.Since(start).Seconds())
+	s.metrics.Done.WithLabelValues(o.Status).Inc()
+	if o.Kind != "" {
+		s.metrics.Failures.WithLabelValues(o.Kind).Inc()
+	}
+	s.log.Info(s.name+" done", "image", j.image, "status", o.Status, "kind", o.Kind, "duration", time.Since(start).String())
+	j.entry = &Entry{Fragment: o.Fragment, version: o.Version}
+	if s.ctx.Err() == nil { // a check cut short by Close is not an outcome
+		ttl := o.TTL
+		if ttl <= 0 {
+			ttl = time.Second
+		}
+		s.cache.Add(j.key, j.entry, ttl, 0)
+	}
+	s.mu.Lock()
+	delete(s.jobs, j.key)
+	s.mu.Unlock()
+	close(j.done)
+}
+
+// runCheck runs the check, but returns at the timeout even if the check
+// does not: a check that ignores its context keeps its goroutine, not the
+// worker.
+func (s *Service) runCheck(ctx context.Context, image string) Outcome {
+	ch := make(chan Outcome, 1)
+	go func() {
+		defer func() {
+			if p := recover(); p != nil {
+				s.log.Error(s.name+" panicked", "image", image, "panic", fmt.Sprint(p))
+				ch <- s.check.Failed(image, fmt.Errorf("%s: internal error in the %s", image, s.name))
+			}
+		}()
+		ch <- s.check.Run(ctx, image)
+	}()
+	timedOut := func() Outcome {
+		return s.check.Failed(image, &TimeoutError{fmt.Errorf("%s: the %s took longer than %s and was cancelled", image, s.name, s.opts.Timeout)})
+	}
+	select {
+	case o := <-ch:
+		if errors.Is(context.Cause(ctx), errTimeout) && ctx.Err() != nil && o.Kind != "" {
+			return timedOut()
+		}
+		return o
+	case <-ctx.Done():
+		if errors.Is(context.Cause(ctx), errTimeout) {
+			return timedOut()
+		}
+		return s.check.Failed(image, fmt.Errorf("%s: the %s service is shutting down", image, s.name))
+	}
+}
+
+// TimeoutError is the error Failed gets for a check past its timeout.
+type TimeoutError struct{ Err error }
+
+func (e *TimeoutError) Error() string { return e.Err.Error() }
+func (e *TimeoutError) Unwrap() error { return e.Err }
+
+// digestOf returns the "sha256:…" of a digest reference: outcomes are
+// shared by every repository and tag of one digest.
+func digestOf(image string) string {
+	i := strings.LastIndexByte(image, '@')
+	if i < 0 || !strings.HasPrefix(image[i+1:], "sha256:") || len(image)-i-1 != len("sha256:")+64 {
+		return ""
+	}
+	return image[i+1:]
+}

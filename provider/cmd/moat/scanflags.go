@@ -10,9 +10,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sigstore/cosign/v2/pkg/cosign"
+
 	"github.com/moat-dev/moat/provider/internal/app"
+	"github.com/moat-dev/moat/provider/internal/checks"
 	"github.com/moat-dev/moat/provider/internal/scan"
 	"github.com/moat-dev/moat/provider/internal/scans"
+	"github.com/moat-dev/moat/provider/internal/sigcheck"
 	"github.com/moat-dev/moat/provider/internal/vulndb"
 )
 
@@ -113,5 +117,68 @@ func (f *severityFlag) Set(s string) error {
 		m[strings.ToLower(strings.TrimSpace(k))] = n
 	}
 	*f = m
+	return nil
+}
+
+// signatureFlags are `moat serve`'s signature-check flags.
+func signatureFlags(fs *flag.FlagSet) func() (app.SignatureConfig, error) {
+	var keys listFlag
+	fs.Var(&keys, "signature-keys", "comma-separated PEM public keys (files, or mounted secrets) whose cosign signatures are trusted")
+	var ids identityFlag
+	fs.Var(&ids, "signature-identity", "a keyless signer to trust, repeatable: issuer=URL,subject=ID or issuer-regexp=RE,subject-regexp=RE (needs --signature-fulcio-roots)")
+	fulcio := fs.String("signature-fulcio-roots", "", "PEM file of the Fulcio root and intermediate certificates of keyless signatures")
+	rekor := fs.String("signature-rekor-key", "", "PEM public key of the Rekor log: every signature must then carry a Rekor bundle that verifies (offline)")
+	ctlog := fs.String("signature-ctlog-key", "", "PEM public key of the certificate-transparency log; without it keyless certificates' SCTs are not checked")
+	ignoreTlog := fs.Bool("signature-ignore-tlog", false, "do not require transparency-log entries (needed when no --signature-rekor-key is given)")
+	workers := fs.Int("signature-workers", 2, "signature checks run at once")
+	queue := fs.Int("signature-queue", 100, "signature checks waiting at most")
+	timeout := fs.Duration("signature-timeout", 30*time.Second, "a longer signature check is cancelled and answers unverified")
+	verifiedTTL := fs.Duration("signature-ttl", 6*time.Hour, "how long a verified signature is served")
+	unverifiedTTL := fs.Duration("signature-unverified-ttl", 30*time.Second, "how long an unverified result is served before the next lookup checks again")
+	return func() (app.SignatureConfig, error) {
+		c := app.SignatureConfig{
+			Trust:       sigcheck.Trust{KeyFiles: keys, Identities: ids, FulcioRoots: *fulcio, RekorKey: *rekor, CTLogKey: *ctlog, IgnoreTlog: *ignoreTlog},
+			Checks:      checks.Options{Workers: *workers, QueueSize: *queue, Timeout: *timeout, CacheSize: 10000},
+			VerifiedTTL: *verifiedTTL, UnverifiedTTL: *unverifiedTTL,
+		}
+		if *workers < 1 || *queue < 0 || *timeout <= 0 {
+			return c, usageError{"--signature-workers and --signature-timeout must be positive, --signature-queue zero or more"}
+		}
+		if !c.Enabled() && (*fulcio != "" || *rekor != "" || *ctlog != "") {
+			return c, usageError{"--signature-fulcio-roots, --signature-rekor-key and --signature-ctlog-key need --signature-keys or --signature-identity"}
+		}
+		return c, nil
+	}
+}
+
+// identityFlag is a repeatable keyless identity.
+type identityFlag []cosign.Identity
+
+func (f *identityFlag) String() string { return fmt.Sprint([]cosign.Identity(*f)) }
+
+func (f *identityFlag) Set(s string) error {
+	var id cosign.Identity
+	for _, p := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(p), "=")
+		if !ok || v == "" {
+			return fmt.Errorf("%q: want issuer=URL,subject=ID (or issuer-regexp=, subject-regexp=)", p)
+		}
+		switch k {
+		case "issuer":
+			id.Issuer = v
+		case "subject":
+			id.Subject = v
+		case "issuer-regexp":
+			id.IssuerRegExp = v
+		case "subject-regexp":
+			id.SubjectRegExp = v
+		default:
+			return fmt.Errorf("%q: unknown field %q (issuer, subject, issuer-regexp, subject-regexp)", s, k)
+		}
+	}
+	if (id.Issuer == "" && id.IssuerRegExp == "") || (id.Subject == "" && id.SubjectRegExp == "") {
+		return fmt.Errorf("%q: an identity needs an issuer and a subject (exact or -regexp)", s)
+	}
+	*f = append(*f, id)
 	return nil
 }

@@ -44,6 +44,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		logLevel     = fs.String("log-level", "info", "log level: debug, info, warn or error")
 	)
 	scanCfg := scanFlags(fs)
+	sigCfg := signatureFlags(fs)
 	var insecureRegs listFlag
 	fs.Var(&insecureRegs, "insecure-registries", "comma-separated registry hosts (host:port) that may be reached over plain HTTP; no other host is")
 	if err := parseFlags(fs, args); err != nil {
@@ -64,6 +65,10 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return usageError{"--max-keys, --max-request-bytes, --cache-size and --registry-concurrency must be positive"}
 	}
 	sc, err := scanCfg()
+	if err != nil {
+		return err
+	}
+	sigs, err := sigCfg()
 	if err != nil {
 		return err
 	}
@@ -95,8 +100,9 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 			InsecureRegistries: insecureRegs,
 			UserAgent:          "moat/" + version,
 		},
-		Certs: mtls.Files{Cert: *tlsCert, Key: *tlsKey, ClientCA: *clientCA},
-		Scan:  sc,
+		Certs:      mtls.Files{Cert: *tlsCert, Key: *tlsKey, ClientCA: *clientCA},
+		Scan:       sc,
+		Signatures: sigs,
 	}, log)
 	if err != nil {
 		return err

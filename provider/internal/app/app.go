@@ -22,6 +22,7 @@ import (
 	"github.com/moat-dev/moat/provider/internal/scanremote"
 	"github.com/moat-dev/moat/provider/internal/scans"
 	"github.com/moat-dev/moat/provider/internal/server"
+	"github.com/moat-dev/moat/provider/internal/sigcheck"
 	"github.com/moat-dev/moat/provider/internal/vulndb"
 )
 
@@ -39,7 +40,20 @@ type Config struct {
 	Registry resolve.Options
 	Certs    mtls.Files
 	Scan     ScanConfig
+	// Signatures is off while its trust names no key and no identity.
+	Signatures SignatureConfig
 }
+
+// SignatureConfig configures cosign signature checks.
+type SignatureConfig struct {
+	Trust  sigcheck.Trust
+	Checks checks.Options
+	// VerifiedTTL and UnverifiedTTL are the lifetimes of the two results.
+	VerifiedTTL, UnverifiedTTL time.Duration
+}
+
+// Enabled reports whether any key or identity is trusted.
+func (c SignatureConfig) Enabled() bool { return len(c.Trust.KeyFiles)+len(c.Trust.Identities) > 0 }
 
 // ScanConfig says whether and where images are scanned.
 type ScanConfig struct {
@@ -68,13 +82,14 @@ type EngineConfig struct {
 
 // App is a wired provider.
 type App struct {
-	Server  *server.Server
-	Service *lookup.Service
-	Metrics *metrics.Metrics
-	Scans   *checks.Service // nil when scanning is off
-	DB      *vulndb.DB      // the embedded scanner's database, or nil
-	log     *slog.Logger
-	dbCfg   EngineConfig
+	Server     *server.Server
+	Service    *lookup.Service
+	Metrics    *metrics.Metrics
+	Scans      *checks.Service // nil when scanning is off
+	Signatures *checks.Service // nil when no signature is trusted
+	DB         *vulndb.DB      // the embedded scanner's database, or nil
+	log        *slog.Logger
+	dbCfg      EngineConfig
 }
 
 // New wires a provider from cfg.
@@ -107,12 +122,30 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 	default:
 		return nil, fmt.Errorf("scanner mode %q: want off, embedded or remote", cfg.Scan.Mode)
 	}
+	var cs []lookup.Checks
 	if scanner != nil {
 		a.Scans, err = scans.New(cfg.Scan.Scans, scanner, m, log)
 		if err != nil {
 			return nil, err
 		}
-		svc.AddChecks(cfg.Scan.Wait, a.Scans)
+		cs = append(cs, a.Scans)
+	}
+	if cfg.Signatures.Enabled() {
+		v, err := sigcheck.New(sigcheck.Options{Trust: cfg.Signatures.Trust, Keychain: res.Keychain(), Insecure: res.Insecure})
+		if err != nil {
+			return nil, err
+		}
+		sm := m.Signatures
+		a.Signatures, err = checks.New("signature check", cfg.Signatures.Checks,
+			sigcheck.Check{V: v, VerifiedTTL: cfg.Signatures.VerifiedTTL, UnverifiedTTL: cfg.Signatures.UnverifiedTTL},
+			checks.Metrics{Done: sm.Done, Failures: sm.Failures, Duration: sm.Duration, Queued: sm.Queued, Running: sm.Running, QueueFull: sm.QueueFull}, log)
+		if err != nil {
+			return nil, err
+		}
+		cs = append(cs, a.Signatures)
+	}
+	if len(cs) > 0 {
+		svc.AddChecks(cfg.Scan.Wait, cs...)
 	}
 	certs := mtls.NewReloader(cfg.Certs, log, m)
 	a.Server = server.New(cfg.Server, svc, certs, m, log)
@@ -132,6 +165,9 @@ func (a *App) Run(ctx context.Context, addr, opsAddr string) error {
 func (a *App) Close() {
 	if a.Scans != nil {
 		a.Scans.Close()
+	}
+	if a.Signatures != nil {
+		a.Signatures.Close()
 	}
 	if a.DB != nil {
 		a.DB.Close()

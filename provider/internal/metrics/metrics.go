@@ -37,6 +37,40 @@ type Metrics struct {
 	ScansQueued   prometheus.Gauge
 	ScansRunning  prometheus.Gauge
 	ScanQueueFull prometheus.Counter
+
+	Signatures *CheckMetrics
+}
+
+// CheckMetrics are one kind of check's collectors (see package checks).
+type CheckMetrics struct {
+	Done      *prometheus.CounterVec // status
+	Failures  *prometheus.CounterVec // kind
+	Duration  prometheus.Histogram
+	Queued    prometheus.Gauge
+	Running   prometheus.Gauge
+	QueueFull prometheus.Counter
+}
+
+func newCheckMetrics(prefix, what string) *CheckMetrics {
+	return &CheckMetrics{
+		Done: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: prefix + "_total", Help: "Finished " + what + ", by status.",
+		}, []string{"status"}),
+		Failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: prefix + "_failures_total", Help: what + " that could not be done, by kind.",
+		}, []string{"kind"}),
+		Duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: prefix + "_duration_seconds", Help: "Time " + what + " took.",
+			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}),
+		Queued:    prometheus.NewGauge(prometheus.GaugeOpts{Name: prefix + "_queued", Help: what + " waiting for a worker."}),
+		Running:   prometheus.NewGauge(prometheus.GaugeOpts{Name: prefix + "_running", Help: what + " running now."}),
+		QueueFull: prometheus.NewCounter(prometheus.CounterOpts{Name: prefix + "_queue_full_total", Help: what + " not queued because the queue was full."}),
+	}
+}
+
+func (c *CheckMetrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{c.Done, c.Failures, c.Duration, c.Queued, c.Running, c.QueueFull}
 }
 
 // New builds and registers the collectors.
@@ -111,6 +145,8 @@ func New() *Metrics {
 	m.ScanQueueFull = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "moat_scan_queue_full_total", Help: "Scans not queued because the queue was full (answered report_not_available).",
 	})
+	m.Signatures = newCheckMetrics("moat_signature_checks", "Signature checks")
+	reg.MustRegister(m.Signatures.collectors()...)
 	reg.MustRegister(
 		m.Scans, m.ScanFailures, m.ScanDuration, m.ScansQueued, m.ScansRunning, m.ScanQueueFull,
 		collectors.NewGoCollector(),

@@ -1,0 +1,297 @@
+// Package sigcheck verifies cosign signatures of images with cosign's own
+// library, against trust configured in the provider: public keys, and
+// keyless identities under a Fulcio root. It is a check (package checks):
+// results are cached by digest and computed off the admission path.
+package sigcheck
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/sigstore/cosign/v2/pkg/cosign"
+	"github.com/sigstore/cosign/v2/pkg/oci"
+	ociremote "github.com/sigstore/cosign/v2/pkg/oci/remote"
+	"github.com/sigstore/sigstore/pkg/cryptoutils"
+	"github.com/sigstore/sigstore/pkg/signature"
+	"github.com/sigstore/sigstore/pkg/tuf"
+
+	"github.com/moat-dev/moat/provider/internal/checks"
+)
+
+// Trust is what a signature must chain to.
+type Trust struct {
+	// KeyFiles are PEM public keys (files, or Kubernetes secrets mounted as
+	// files); a signature by any of them is trusted.
+	KeyFiles []string
+	// Identities are keyless signers: a Fulcio certificate for one of them,
+	// chaining to FulcioRoots, is trusted.
+	Identities []cosign.Identity
+	// FulcioRoots is a PEM file of the Fulcio root (and intermediate)
+	// certificates of keyless signatures.
+	FulcioRoots string
+	// RekorKey is the PEM public key of the Rekor log. With it, every
+	// signature must carry a Rekor bundle that verifies (offline).
+	RekorKey string
+	// IgnoreTlog turns transparency-log checks off, explicitly: required
+	// when no RekorKey is given, so the choice is never made by default.
+	IgnoreTlog bool
+	// CTLogKey is the PEM key of the certificate-transparency log whose SCT
+	// keyless certificates carry; without it SCTs are not checked.
+	CTLogKey string
+}
+
+// Options configure a Verifier.
+type Options struct {
+	Trust    Trust
+	Keychain authn.Keychain
+	// Insecure says whether a registry host is reached over plain HTTP.
+	Insecure func(host string) bool
+}
+
+// Verifier verifies signatures. Safe for concurrent use.
+type Verifier struct {
+	opts    Options
+	keys    []namedKey
+	keyless *cosign.CheckOpts // nil without identities
+	base    cosign.CheckOpts
+}
+
+type namedKey struct {
+	name     string
+	verifier signature.Verifier
+}
+
+// Result is one image's signature status (the `signature` field, moat.v1).
+type Result struct {
+	Verified bool   `json:"verified"`
+	Status   string `json:"status"` // verified, unverified, pending
+	// Identity says who signed: "key <file>", or the keyless subject and
+	// its issuer.
+	Identity string `json:"identity,omitempty"`
+	Reason   string `json:"reason,omitempty"`
+}
+
+// New loads the trust and returns a Verifier.
+func New(opts Options) (*Verifier, error) {
+	t := opts.Trust
+	if len(t.KeyFiles) == 0 && len(t.Identities) == 0 {
+		return nil, errors.New("signatures: configure at least one public key or keyless identity")
+	}
+	if t.RekorKey == "" && !t.IgnoreTlog {
+		return nil, errors.New("signatures: give the Rekor public key (--signature-rekor-key), or turn transparency-log checks off explicitly (--signature-ignore-tlog)")
+	}
+	if opts.Keychain == nil {
+		opts.Keychain = authn.DefaultKeychain
+	}
+	if opts.Insecure == nil {
+		opts.Insecure = func(string) bool { return false }
+	}
+	v := &Verifier{opts: opts}
+	v.base = cosign.CheckOpts{ClaimVerifier: cosign.SimpleClaimVerifier, IgnoreTlog: t.IgnoreTlog, IgnoreSCT: t.CTLogKey == ""}
+	if t.RekorKey != "" {
+		pem, err := os.ReadFile(t.RekorKey)
+		if err != nil {
+			return nil, fmt.Errorf("signatures: Rekor key: %w", err)
+		}
+		keys := cosign.NewTrustedTransparencyLogPubKeys()
+		if err := keys.AddTransparencyLogPubKey(pem, tuf.Active); err != nil {
+			return nil, fmt.Errorf("signatures: Rekor key %s: %w", t.RekorKey, err)
+		}
+		v.base.RekorPubKeys = &keys
+		v.base.Offline = true // the bundle in the signature is verified; Rekor is never called
+	}
+	if t.CTLogKey != "" {
+		pem, err := os.ReadFile(t.CTLogKey)
+		if err != nil {
+			return nil, fmt.Errorf("signatures: CT log key: %w", err)
+		}
+		keys := cosign.NewTrustedTransparencyLogPubKeys()
+		if err := keys.AddTransparencyLogPubKey(pem, tuf.Active); err != nil {
+			return nil, fmt.Errorf("signatures: CT log key %s: %w", t.CTLogKey, err)
+		}
+		v.base.CTLogPubKeys = &keys
+	}
+	for _, f := range t.KeyFiles {
+		pem, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("signatures: public key: %w", err)
+		}
+		pub, err := cryptoutils.UnmarshalPEMToPublicKey(pem)
+		if err != nil {
+			return nil, fmt.Errorf("signatures: public key %s: %w", f, err)
+		}
+		sv, err := signature.LoadVerifier(pub, crypto.SHA256)
+		if err != nil {
+			return nil, fmt.Errorf("signatures: public key %s: %w", f, err)
+		}
+		v.keys = append(v.keys, namedKey{name: "key " + filepath.Base(f), verifier: sv})
+	}
+	if len(t.Identities) > 0 {
+		if t.FulcioRoots == "" {
+			return nil, errors.New("signatures: keyless identities need the Fulcio root certificates (--signature-fulcio-roots)")
+		}
+		pem, err := os.ReadFile(t.FulcioRoots)
+		if err != nil {
+			return nil, fmt.Errorf("signatures: Fulcio roots: %w", err)
+		}
+		certs, err := cryptoutils.UnmarshalCertificatesFromPEM(pem)
+		if err != nil || len(certs) == 0 {
+			return nil, fmt.Errorf("signatures: Fulcio roots %s: no certificates (%v)", t.FulcioRoots, err)
+		}
+		roots, inter := x509.NewCertPool(), x509.NewCertPool()
+		for _, c := range certs {
+			if isSelfSigned(c) {
+				roots.AddCert(c)
+			} else {
+				inter.AddCert(c)
+			}
+		}
+		co := v.base
+		co.RootCerts, co.IntermediateCerts, co.Identities = roots, inter, t.Identities
+		v.keyless = &co
+	}
+	return v, nil
+}
+
+func isSelfSigned(c *x509.Certificate) bool {
+	return c.CheckSignatureFrom(c) == nil
+}
+
+// Verify checks image (a digest reference) against every trusted key and
+// identity, and reports the first that verifies, or why none did.
+func (v *Verifier) Verify(ctx context.Context, image string) Result {
+	var opts []name.Option
+	if d, err := name.NewDigest(image); err == nil && v.opts.Insecure(d.RegistryStr()) {
+		opts = append(opts, name.Insecure)
+	}
+	ref, err := name.NewDigest(image, opts...)
+	if err != nil {
+		return unverified(fmt.Sprintf("%s: signatures are checked on digest references: %v", image, err))
+	}
+	reg := []ociremote.Option{ociremote.WithRemoteOptions(remote.WithAuthFromKeychain(v.opts.Keychain), remote.WithContext(ctx))}
+	var reasons []string
+	try := func(co cosign.CheckOpts, who func(oci.Signature) string) (Result, bool) {
+		co.RegistryClientOpts = reg
+		sigs, _, err := cosign.VerifyImageSignatures(ctx, ref, &co)
+		if err == nil && len(sigs) > 0 {
+			return Result{Verified: true, Status: "verified", Identity: who(sigs[0])}, true
+		}
+		reasons = append(reasons, explain(err))
+		return Result{}, false
+	}
+	for _, k := range v.keys {
+		co := v.base
+		co.SigVerifier = k.verifier
+		if r, ok := try(co, func(oci.Signature) string { return k.name }); ok {
+			return r
+		}
+	}
+	if v.keyless != nil {
+		if r, ok := try(*v.keyless, keylessIdentity); ok {
+			return r
+		}
+	}
+	return unverified(strings.Join(dedupe(reasons), "; "))
+}
+
+func unverified(reason string) Result {
+	return Result{Status: "unverified", Reason: reason}
+}
+
+// keylessIdentity is the certificate's subject (e-mail or URI) and issuer.
+func keylessIdentity(s oci.Signature) string {
+	c, err := s.Cert()
+	if err != nil || c == nil {
+		return "keyless"
+	}
+	subject := strings.Join(cryptoutils.GetSubjectAlternateNames(c), ",")
+	for _, ext := range c.Extensions {
+		if ext.Id.String() == "1.3.6.1.4.1.57264.1.1" { // Fulcio's OIDC issuer (v1)
+			return subject + " (issuer " + string(ext.Value) + ")"
+		}
+	}
+	return subject
+}
+
+// explain turns cosign's errors into reasons a person can act on.
+func explain(err error) string {
+	if err == nil {
+		return "no signature verified"
+	}
+	msg := strings.ReplaceAll(err.Error(), "\n", " ")
+	var noSigs *cosign.ErrNoSignaturesFound
+	var noMatch *cosign.ErrNoMatchingSignatures
+	switch {
+	case errors.As(err, &noSigs):
+		return "no signatures found"
+	case errors.As(err, &noMatch):
+		return "no signature matches the trusted keys and identities: " + msg
+	}
+	return msg
+}
+
+func dedupe(ss []string) []string {
+	var out []string
+	for _, s := range ss {
+		found := false
+		for _, o := range out {
+			found = found || o == s
+		}
+		if !found {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Fragment is the result as the `signature` member of a value.
+func (r Result) Fragment() []byte {
+	b, _ := json.Marshal(r) // strings and a bool always encode
+	return append([]byte(`"signature":`), b...)
+}
+
+// Check is signature verification as a check.
+type Check struct {
+	V *Verifier
+	// VerifiedTTL is how long a verified result is served; UnverifiedTTL
+	// an unverified one (a signature may be added later) or a failure.
+	VerifiedTTL, UnverifiedTTL time.Duration
+}
+
+// Run verifies image.
+func (c Check) Run(ctx context.Context, image string) checks.Outcome {
+	r := c.V.Verify(ctx, image)
+	if ctx.Err() != nil && !r.Verified {
+		return c.Failed(image, fmt.Errorf("%s: the signature check was cancelled: %w", image, context.Cause(ctx)))
+	}
+	ttl := c.UnverifiedTTL
+	if r.Verified {
+		ttl = c.VerifiedTTL
+	}
+	return checks.Outcome{Fragment: r.Fragment(), TTL: ttl, Status: r.Status}
+}
+
+// Failed is an unverified result with the reason: a check that could not
+// run never counts as verified.
+func (c Check) Failed(_ string, err error) checks.Outcome {
+	return checks.Outcome{Fragment: unverified(err.Error()).Fragment(), TTL: c.UnverifiedTTL, Status: "unverified", Kind: "failed"}
+}
+
+// Pending is "not yet verified".
+func (c Check) Pending(reason string) []byte {
+	return Result{Status: "pending", Reason: reason}.Fragment()
+}
+
+// Version is empty: the trust is fixed for the life of the process.
+func (c Check) Version() string { return "" }

@@ -1,0 +1,135 @@
+package sigcheck_test
+
+import (
+	"context"
+	"io"
+	"log"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/sigstore/cosign/v2/pkg/cosign"
+
+	"github.com/moat-dev/moat/provider/internal/sigcheck"
+	"github.com/moat-dev/moat/provider/testenv"
+)
+
+func startRegistry(t *testing.T) string {
+	t.Helper()
+	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	t.Cleanup(srv.Close)
+	return strings.TrimPrefix(srv.URL, "http://")
+}
+
+// pushImage pushes a random image and returns its digest reference.
+func pushImage(t *testing.T, host, repo string) name.Digest {
+	t.Helper()
+	img, err := random.Image(256, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tag, err := name.NewTag(host+"/"+repo+":v1", name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(tag, img); err != nil {
+		t.Fatal(err)
+	}
+	d, _ := img.Digest()
+	return tag.Context().Digest(d.String())
+}
+
+func verifier(t *testing.T, trust sigcheck.Trust) *sigcheck.Verifier {
+	t.Helper()
+	v, err := sigcheck.New(sigcheck.Options{Trust: trust, Insecure: func(string) bool { return true }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func TestKeys(t *testing.T) {
+	host := startRegistry(t)
+	trusted, other := testenv.NewKeySigner(t), testenv.NewKeySigner(t)
+	v := verifier(t, sigcheck.Trust{KeyFiles: []string{trusted.PubFile}, IgnoreTlog: true})
+
+	signed := pushImage(t, host, "app/signed")
+	trusted.Sign(t, signed)
+	if r := v.Verify(context.Background(), signed.String()); !r.Verified || r.Status != "verified" || r.Identity != "key cosign.pub" {
+		t.Errorf("signed by the trusted key: %+v", r)
+	}
+
+	unsigned := pushImage(t, host, "app/unsigned")
+	if r := v.Verify(context.Background(), unsigned.String()); r.Verified || r.Status != "unverified" || r.Reason != "no signatures found" {
+		t.Errorf("unsigned: %+v", r)
+	}
+
+	untrusted := pushImage(t, host, "app/untrusted")
+	other.Sign(t, untrusted)
+	if r := v.Verify(context.Background(), untrusted.String()); r.Verified || !strings.Contains(r.Reason, "no signature matches") {
+		t.Errorf("signed by an untrusted key: %+v", r)
+	}
+
+	tampered := pushImage(t, host, "app/tampered")
+	trusted.Sign(t, tampered)
+	testenv.Tamper(t, tampered)
+	if r := v.Verify(context.Background(), tampered.String()); r.Verified || r.Reason == "" || r.Reason == "no signatures found" {
+		t.Errorf("tampered payload: %+v", r)
+	}
+}
+
+func TestTransparencyLogChecksAreExplicit(t *testing.T) {
+	k := testenv.NewKeySigner(t)
+	if _, err := sigcheck.New(sigcheck.Options{Trust: sigcheck.Trust{KeyFiles: []string{k.PubFile}}}); err == nil || !strings.Contains(err.Error(), "--signature-ignore-tlog") {
+		t.Errorf("neither a Rekor key nor --signature-ignore-tlog: %v", err)
+	}
+	// With a Rekor key, a signature without a Rekor bundle is refused.
+	host := startRegistry(t)
+	ref := pushImage(t, host, "app/no-bundle")
+	k.Sign(t, ref)
+	rekor := testenv.NewKeySigner(t) // any ECDSA key stands in for the log's key: no bundle can verify against it
+	v := verifier(t, sigcheck.Trust{KeyFiles: []string{k.PubFile}, RekorKey: rekor.PubFile})
+	if r := v.Verify(context.Background(), ref.String()); r.Verified {
+		t.Errorf("a signature with no transparency-log entry verified while the log is required: %+v", r)
+	}
+}
+
+func TestKeyless(t *testing.T) {
+	host := startRegistry(t)
+	ca := testenv.NewFulcio(t)
+	const workflow = "https://github.com/acme/app/.github/workflows/release.yml@refs/tags/v1"
+	const issuer = "https://token.actions.githubusercontent.com"
+	trust := func(ids ...cosign.Identity) *sigcheck.Verifier {
+		return verifier(t, sigcheck.Trust{Identities: ids, FulcioRoots: ca.RootPEM, IgnoreTlog: true})
+	}
+
+	ref := pushImage(t, host, "app/keyless")
+	ca.Issue(t, workflow, issuer, time.Now().Add(-time.Minute)).Sign(t, ref)
+	exact := trust(cosign.Identity{Issuer: issuer, Subject: workflow})
+	if r := exact.Verify(context.Background(), ref.String()); !r.Verified || r.Identity != workflow+" (issuer "+issuer+")" {
+		t.Errorf("the configured identity: %+v", r)
+	}
+	byRegexp := trust(cosign.Identity{Issuer: issuer, SubjectRegExp: `^https://github\.com/acme/.*@refs/tags/v[0-9]+$`})
+	if r := byRegexp.Verify(context.Background(), ref.String()); !r.Verified {
+		t.Errorf("the identity by regular expression: %+v", r)
+	}
+	another := trust(cosign.Identity{Issuer: issuer, Subject: "https://github.com/acme/other/.github/workflows/release.yml@refs/tags/v1"})
+	if r := another.Verify(context.Background(), ref.String()); r.Verified || !strings.Contains(r.Reason, "no signature matches") {
+		t.Errorf("another identity: %+v", r)
+	}
+
+	expired := pushImage(t, host, "app/expired")
+	ca.Issue(t, workflow, issuer, time.Now().Add(-time.Hour)).Sign(t, expired)
+	if r := exact.Verify(context.Background(), expired.String()); r.Verified || !strings.Contains(r.Reason, "expired") {
+		t.Errorf("an expired certificate: %+v", r)
+	}
+
+	if _, err := sigcheck.New(sigcheck.Options{Trust: sigcheck.Trust{Identities: []cosign.Identity{{Issuer: issuer, Subject: workflow}}, IgnoreTlog: true}}); err == nil {
+		t.Error("keyless identities without Fulcio roots were accepted")
+	}
+}

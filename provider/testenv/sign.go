@@ -1,0 +1,182 @@
+package testenv
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/base64"
+	"encoding/pem"
+	"math/big"
+	"net/url"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/sigstore/cosign/v2/pkg/oci/empty"
+	"github.com/sigstore/cosign/v2/pkg/oci/mutate"
+	ociremote "github.com/sigstore/cosign/v2/pkg/oci/remote"
+	"github.com/sigstore/cosign/v2/pkg/oci/static"
+	"github.com/sigstore/sigstore/pkg/cryptoutils"
+	"github.com/sigstore/sigstore/pkg/signature"
+	"github.com/sigstore/sigstore/pkg/signature/payload"
+)
+
+// Signer signs images with cosign's library, as `cosign sign` does with
+// tlog upload off: a key made in the test, or a keyless certificate from a
+// test Fulcio.
+type Signer struct {
+	sv      signature.SignerVerifier
+	PubFile string
+	cert    []byte // keyless: the leaf certificate (PEM)
+	chain   []byte
+}
+
+func NewKeySigner(t testing.TB) *Signer {
+	t.Helper()
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sv, err := signature.LoadECDSASignerVerifier(priv, crypto.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := cryptoutils.MarshalPublicKeyToPEM(priv.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := filepath.Join(t.TempDir(), "cosign.pub")
+	if err := os.WriteFile(f, pub, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return &Signer{sv: sv, PubFile: f}
+}
+
+// Sign signs ref as `cosign sign` does (tlog upload off) and attaches the
+// signature in the registry.
+func (s *Signer) Sign(t testing.TB, ref name.Digest) {
+	t.Helper()
+	pl, err := (&payload.Cosign{Image: ref}).MarshalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := s.sv.SignMessage(bytes.NewReader(pl))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var opts []static.Option
+	if s.cert != nil {
+		opts = append(opts, static.WithCertChain(s.cert, s.chain))
+	}
+	sig, err := static.NewSignature(pl, base64.StdEncoding.EncodeToString(raw), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	se, err := ociremote.SignedEntity(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	se, err = mutate.AttachSignatureToEntity(se, sig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ociremote.WriteSignatures(ref.Repository, se); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Tamper rewrites the signature image of ref in the registry with one byte
+// of each payload changed, signatures and certificates kept.
+func Tamper(t testing.TB, ref name.Digest) {
+	t.Helper()
+	sigs, err := ociremote.Signatures(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := sigs.Get()
+	if err != nil || len(list) == 0 {
+		t.Fatalf("no signatures to tamper with: %v", err)
+	}
+	var changed []*staticSig
+	for _, s := range list {
+		pl, _ := s.Payload()
+		b64, _ := s.Base64Signature()
+		pl = bytes.Replace(pl, []byte(`"docker-manifest-digest"`), []byte(`"docker-manifest-digesT"`), 1)
+		changed = append(changed, &staticSig{pl, b64})
+	}
+	base := empty.Signatures()
+	for _, c := range changed {
+		sig, err := static.NewSignature(c.payload, c.b64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if base, err = mutate.AppendSignatures(base, false, sig); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tag, err := ociremote.SignatureTag(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(tag, base); err != nil {
+		t.Fatal(err)
+	}
+}
+
+type staticSig struct {
+	payload []byte
+	b64     string
+}
+
+// Fulcio is a Fulcio-style CA made in the test: it issues short-lived
+// code-signing certificates carrying an identity and its OIDC issuer.
+type Fulcio struct {
+	cert    *x509.Certificate
+	key     *ecdsa.PrivateKey
+	RootPEM string
+}
+
+func NewFulcio(t testing.TB) *Fulcio {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test-fulcio"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	f := filepath.Join(t.TempDir(), "fulcio.pem")
+	if err := os.WriteFile(f, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return &Fulcio{cert: cert, key: key, RootPEM: f}
+}
+
+// Issue returns a keyless signer for subject (a URI) from issuer, whose
+// certificate is valid from notBefore for 10 minutes.
+func (f *Fulcio) Issue(t testing.TB, subject, issuer string, notBefore time.Time) *Signer {
+	t.Helper()
+	priv, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	u, _ := url.Parse(subject)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), NotBefore: notBefore, NotAfter: notBefore.Add(10 * time.Minute),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageCodeSigning},
+		URIs:            []*url.URL{u},
+		ExtraExtensions: []pkix.Extension{{Id: asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 57264, 1, 1}, Value: []byte(issuer)}}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, f.cert, priv.Public(), f.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sv, _ := signature.LoadECDSASignerVerifier(priv, crypto.SHA256)
+	return &Signer{sv: sv, cert: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		chain: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: f.cert.Raw})}
+}

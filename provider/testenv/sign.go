@@ -27,6 +27,10 @@ import (
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/sigstore/sigstore/pkg/signature/payload"
+
+	"github.com/moat-dev/moat/provider/internal/app"
+	"github.com/moat-dev/moat/provider/internal/checks"
+	"github.com/moat-dev/moat/provider/internal/sigcheck"
 )
 
 // Signer signs images with cosign's library, as `cosign sign` does with
@@ -179,4 +183,16 @@ func (f *Fulcio) Issue(t testing.TB, subject, issuer string, notBefore time.Time
 	sv, _ := signature.LoadECDSASignerVerifier(priv, crypto.SHA256)
 	return &Signer{sv: sv, cert: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		chain: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: f.cert.Raw})}
+}
+
+// WithSignatureKeys returns cfg with signature checks on, trusting the PEM
+// public keys keyFiles (transparency-log checks off, as for test keys), and
+// unverified results kept for 100ms.
+func WithSignatureKeys(cfg Config, keyFiles ...string) Config {
+	cfg.Signatures = app.SignatureConfig{
+		Trust:       sigcheck.Trust{KeyFiles: keyFiles, IgnoreTlog: true},
+		Checks:      checks.Options{Workers: 2, QueueSize: 100, Timeout: 10 * time.Second, CacheSize: 1000},
+		VerifiedTTL: time.Hour, UnverifiedTTL: 100 * time.Millisecond,
+	}
+	return cfg
 }

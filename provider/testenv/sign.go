@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"math/big"
 	"net/url"
@@ -20,12 +21,15 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/sigstore/cosign/v2/pkg/cosign/attestation"
 	"github.com/sigstore/cosign/v2/pkg/oci/empty"
 	"github.com/sigstore/cosign/v2/pkg/oci/mutate"
 	ociremote "github.com/sigstore/cosign/v2/pkg/oci/remote"
 	"github.com/sigstore/cosign/v2/pkg/oci/static"
+	"github.com/sigstore/cosign/v2/pkg/types"
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"github.com/sigstore/sigstore/pkg/signature"
+	"github.com/sigstore/sigstore/pkg/signature/dsse"
 	"github.com/sigstore/sigstore/pkg/signature/payload"
 
 	"github.com/moat-dev/moat/provider/internal/app"
@@ -195,4 +199,55 @@ func WithSignatureKeys(cfg Config, keyFiles ...string) Config {
 		VerifiedTTL: time.Hour, UnverifiedTTL: 100 * time.Millisecond,
 	}
 	return cfg
+}
+
+// Attest attaches a signed in-toto attestation to ref as `cosign attest`
+// does (tlog upload off): kind is "vuln" (cosign's vuln/v1 predicate) or
+// "custom", predicate its JSON.
+func (s *Signer) Attest(t testing.TB, ref name.Digest, kind string, predicate []byte) {
+	t.Helper()
+	st, err := attestation.GenerateStatement(attestation.GenerateOpts{
+		Predicate: bytes.NewReader(predicate), Type: kind, Digest: ref.DigestStr()[len("sha256:"):], Repo: ref.Repository.String(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pl, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signed, err := dsse.WrapSigner(s.sv, types.IntotoPayloadType).SignMessage(bytes.NewReader(pl))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pt := attestation.CosignVulnProvenanceV01
+	if kind != "vuln" {
+		pt = "https://cosign.sigstore.dev/attestation/v1"
+	}
+	opts := []static.Option{static.WithAnnotations(map[string]string{"predicateType": pt})}
+	if s.cert != nil {
+		opts = append(opts, static.WithCertChain(s.cert, s.chain))
+	}
+	att, err := static.NewAttestation(signed, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	se, err := ociremote.SignedEntity(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if se, err = mutate.AttachAttestationToEntity(se, att); err != nil {
+		t.Fatal(err)
+	}
+	if err := ociremote.WriteAttestations(ref.Repository, se); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// VulnPredicate is a cosign vuln/v1 predicate whose scanner.result is
+// report (a Grype or Trivy JSON report), finished at finished.
+func VulnPredicate(scanner string, report string, finished time.Time) []byte {
+	return []byte(`{"invocation":{"uri":"https://ci.example.com/run/1"},` +
+		`"scanner":{"uri":"` + scanner + `","version":"1.0.0","db":{"uri":"https://db.example.com","version":"v6.1.10"},"result":` + report + `},` +
+		`"metadata":{"scanStartedOn":"` + finished.Add(-time.Minute).UTC().Format(time.RFC3339) + `","scanFinishedOn":"` + finished.UTC().Format(time.RFC3339) + `"}}`)
 }

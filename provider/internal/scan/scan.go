@@ -98,6 +98,11 @@ func (c *Counts) at(s string) *int {
 	return &c.Unknown
 }
 
+// ErrNoReport means there is no report yet and nothing failed (an image
+// whose CI has not attached its scan yet): report_not_available, not
+// scan_failed. Wrap it with the reason.
+var ErrNoReport = errors.New("no report yet")
+
 // Error is a scan that could not be done. Kind is a short label for metrics
 // and logs; the message says what a person can do about it.
 type Error struct {

@@ -53,6 +53,10 @@ type check struct {
 
 func (c check) Run(ctx context.Context, image string) checks.Outcome {
 	res, err := c.scanner.Scan(ctx, image)
+	if errors.Is(err, scan.ErrNoReport) {
+		r := scan.Pending(scan.OneLine(err.Error()))
+		return checks.Outcome{Fragment: r.Fragment(), TTL: c.opts.FailedTTL, Status: scan.ReportNotAvailable}
+	}
 	if err != nil {
 		return c.Failed(image, err)
 	}

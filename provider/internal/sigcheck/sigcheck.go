@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -171,38 +172,132 @@ func isSelfSigned(c *x509.Certificate) bool {
 // Verify checks image (a digest reference) against every trusted key and
 // identity, and reports the first that verifies, or why none did.
 func (v *Verifier) Verify(ctx context.Context, image string) Result {
+	ref, reg, err := v.reference(ctx, image)
+	if err != nil {
+		return unverified(err.Error())
+	}
+	sigs, who, err := v.each(func(co *cosign.CheckOpts) ([]oci.Signature, error) {
+		co.RegistryClientOpts = reg
+		sigs, _, err := cosign.VerifyImageSignatures(ctx, ref, co)
+		return sigs, err
+	})
+	if err != nil {
+		return unverified(err.Error())
+	}
+	return Result{Verified: true, Status: "verified", Identity: who(sigs[0])}
+}
+
+func (v *Verifier) reference(ctx context.Context, image string) (name.Digest, []ociremote.Option, error) {
 	var opts []name.Option
 	if d, err := name.NewDigest(image); err == nil && v.opts.Insecure(d.RegistryStr()) {
 		opts = append(opts, name.Insecure)
 	}
 	ref, err := name.NewDigest(image, opts...)
 	if err != nil {
-		return unverified(fmt.Sprintf("%s: signatures are checked on digest references: %v", image, err))
+		return ref, nil, fmt.Errorf("%s: signatures are checked on digest references: %w", image, err)
 	}
-	reg := []ociremote.Option{ociremote.WithRemoteOptions(remote.WithAuthFromKeychain(v.opts.Keychain), remote.WithContext(ctx))}
+	return ref, []ociremote.Option{ociremote.WithRemoteOptions(remote.WithAuthFromKeychain(v.opts.Keychain), remote.WithContext(ctx))}, nil
+}
+
+// each runs verify with the options of every trusted key, then of the
+// keyless identities, until one returns signatures; it returns them and
+// how to name their signer, or why none verified.
+func (v *Verifier) each(verify func(*cosign.CheckOpts) ([]oci.Signature, error)) ([]oci.Signature, func(oci.Signature) string, error) {
 	var reasons []string
-	try := func(co cosign.CheckOpts, who func(oci.Signature) string) (Result, bool) {
-		co.RegistryClientOpts = reg
-		sigs, _, err := cosign.VerifyImageSignatures(ctx, ref, &co)
-		if err == nil && len(sigs) > 0 {
-			return Result{Verified: true, Status: "verified", Identity: who(sigs[0])}, true
-		}
-		reasons = append(reasons, explain(err))
-		return Result{}, false
-	}
 	for _, k := range v.keys {
 		co := v.base
 		co.SigVerifier = k.verifier
-		if r, ok := try(co, func(oci.Signature) string { return k.name }); ok {
-			return r
+		sigs, err := verify(&co)
+		if err == nil && len(sigs) > 0 {
+			return sigs, func(oci.Signature) string { return k.name }, nil
 		}
+		reasons = append(reasons, explain(err))
 	}
 	if v.keyless != nil {
-		if r, ok := try(*v.keyless, keylessIdentity); ok {
-			return r
+		co := *v.keyless
+		sigs, err := verify(&co)
+		if err == nil && len(sigs) > 0 {
+			return sigs, keylessIdentity, nil
 		}
+		reasons = append(reasons, explain(err))
 	}
-	return unverified(strings.Join(dedupe(reasons), "; "))
+	return nil, nil, errors.New(strings.Join(dedupe(reasons), "; "))
+}
+
+// ErrNoAttestations means the image has no attestation attached at all.
+var ErrNoAttestations = errors.New("no attestations attached to the image")
+
+// Statement is a verified in-toto statement of an attestation.
+type Statement struct {
+	PredicateType string          `json:"predicateType"`
+	Predicate     json.RawMessage `json:"predicate"`
+	// Signer names the key or identity that signed it.
+	Signer string `json:"-"`
+}
+
+// Attestations returns the attestations of image whose signature verifies
+// against the trust, decoded. With none attached it returns
+// ErrNoAttestations; when none verifies, why.
+func (v *Verifier) Attestations(ctx context.Context, image string) ([]Statement, error) {
+	ref, reg, err := v.reference(ctx, image)
+	if err != nil {
+		return nil, err
+	}
+	se, err := ociremote.SignedEntity(ref, reg...)
+	if err != nil {
+		return nil, fmt.Errorf("%s: reading its attestations: %w", image, err)
+	}
+	atts, err := se.Attestations()
+	if err != nil {
+		return nil, fmt.Errorf("%s: reading its attestations: %w", image, err)
+	}
+	if list, err := atts.Get(); err != nil {
+		return nil, fmt.Errorf("%s: reading its attestations: %w", image, err)
+	} else if len(list) == 0 {
+		return nil, fmt.Errorf("%s: %w", image, ErrNoAttestations)
+	}
+	verified, who, err := v.each(func(co *cosign.CheckOpts) ([]oci.Signature, error) {
+		co.RegistryClientOpts = reg
+		co.ClaimVerifier = cosign.IntotoSubjectClaimVerifier
+		sigs, _, err := cosign.VerifyImageAttestations(ctx, ref, co)
+		return sigs, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: no attestation verifies against the trusted keys and identities: %w", image, err)
+	}
+	var out []Statement
+	for _, a := range verified {
+		st, err := decodeStatement(a)
+		if err != nil {
+			return nil, fmt.Errorf("%s: an attestation could not be read: %w", image, err)
+		}
+		st.Signer = who(a)
+		out = append(out, st)
+	}
+	return out, nil
+}
+
+// decodeStatement reads the in-toto statement out of a DSSE envelope.
+func decodeStatement(a oci.Signature) (Statement, error) {
+	raw, err := a.Payload()
+	if err != nil {
+		return Statement{}, err
+	}
+	var env struct {
+		Payload string `json:"payload"`
+	}
+	if err := json.Unmarshal(raw, &env); err != nil {
+		return Statement{}, fmt.Errorf("not a DSSE envelope: %w", err)
+	}
+	body, err := base64.StdEncoding.DecodeString(env.Payload)
+	if err != nil {
+		return Statement{}, fmt.Errorf("DSSE payload: %w", err)
+	}
+	var st Statement
+	if err := json.Unmarshal(body, &st); err != nil {
+		return Statement{}, fmt.Errorf("not an in-toto statement: %w", err)
+	}
+	return st, nil
 }
 
 func unverified(reason string) Result {

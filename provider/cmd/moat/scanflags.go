@@ -60,6 +60,7 @@ func scanFlags(fs *flag.FlagSet) func() (app.ScanConfig, error) {
 	fs.Var(&thresholds, "scan-max", "most findings per severity an accepted image may have, e.g. critical=0,high=5; severities not named are not limited")
 	var ignoreIDs listFlag
 	fs.Var(&ignoreIDs, "scan-ignore-ids", "comma-separated finding IDs that do not count against --scan-max")
+	attestations := fs.Bool("scan-attestations", false, "answer from the newest cosign vuln attestation (signed under the --signature-* trust) when the image has one; others go to --scanner")
 	eng := engineFlags(fs)
 	return func() (app.ScanConfig, error) {
 		c := app.ScanConfig{
@@ -67,9 +68,10 @@ func scanFlags(fs *flag.FlagSet) func() (app.ScanConfig, error) {
 			Scans: scans.Options{Workers: *workers, QueueSize: *queue, ScanTimeout: *timeout, ReportTTL: *reportTTL,
 				FailedTTL: *failedTTL, CacheSize: *cacheSize,
 				Policy: scan.Policy{Max: thresholds, IgnoreUnfixed: *ignoreUnfixed, IgnoreIDs: ignoreIDs, MaxFindings: *maxFindings}},
-			Wait:      *wait,
-			Engine:    eng(),
-			RemoteURL: *url,
+			Wait:         *wait,
+			Engine:       eng(),
+			RemoteURL:    *url,
+			Attestations: *attestations,
 		}
 		c.RemoteTLS.CA, c.RemoteTLS.Cert, c.RemoteTLS.Key = *ca, *cert, *key
 		switch *mode {

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/moat-dev/moat/provider/internal/attest"
 	"github.com/moat-dev/moat/provider/internal/checks"
 	"github.com/moat-dev/moat/provider/internal/client"
 	"github.com/moat-dev/moat/provider/internal/grypescan"
@@ -68,6 +69,10 @@ type ScanConfig struct {
 	// RemoteURL and RemoteTLS reach a scanner service.
 	RemoteURL string
 	RemoteTLS client.Files
+	// Attestations answers from the newest verified vuln attestation of an
+	// image, signed under the signature trust; images without one go to
+	// Mode's scanner (or are report_not_available when Mode is off).
+	Attestations bool
 }
 
 // EngineConfig configures Grype and its database.
@@ -122,6 +127,18 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 	default:
 		return nil, fmt.Errorf("scanner mode %q: want off, embedded or remote", cfg.Scan.Mode)
 	}
+	var verifier *sigcheck.Verifier
+	if cfg.Signatures.Enabled() {
+		if verifier, err = sigcheck.New(sigcheck.Options{Trust: cfg.Signatures.Trust, Keychain: res.Keychain(), Insecure: res.Insecure}); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Scan.Attestations {
+		if verifier == nil {
+			return nil, fmt.Errorf("scan attestations are verified against the signature trust: configure signature keys or identities")
+		}
+		scanner = &attest.Source{Verifier: verifier, Fallback: scanner}
+	}
 	var cs []lookup.Checks
 	if scanner != nil {
 		a.Scans, err = scans.New(cfg.Scan.Scans, scanner, m, log)
@@ -130,14 +147,10 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 		}
 		cs = append(cs, a.Scans)
 	}
-	if cfg.Signatures.Enabled() {
-		v, err := sigcheck.New(sigcheck.Options{Trust: cfg.Signatures.Trust, Keychain: res.Keychain(), Insecure: res.Insecure})
-		if err != nil {
-			return nil, err
-		}
+	if verifier != nil {
 		sm := m.Signatures
 		a.Signatures, err = checks.New("signature check", cfg.Signatures.Checks,
-			sigcheck.Check{V: v, VerifiedTTL: cfg.Signatures.VerifiedTTL, UnverifiedTTL: cfg.Signatures.UnverifiedTTL},
+			sigcheck.Check{V: verifier, VerifiedTTL: cfg.Signatures.VerifiedTTL, UnverifiedTTL: cfg.Signatures.UnverifiedTTL},
 			checks.Metrics{Done: sm.Done, Failures: sm.Failures, Duration: sm.Duration, Queued: sm.Queued, Running: sm.Running, QueueFull: sm.QueueFull}, log)
 		if err != nil {
 			return nil, err

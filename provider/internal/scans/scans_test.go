@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 
@@ -332,5 +333,30 @@ func TestPrivateRegistryScansWithTheResolversCredentials(t *testing.T) {
 			t.Fatalf("with the right credentials: %s %q", v.Status, v.Reason)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestAttestedReportFirstThenTheEmbeddedScanner(t *testing.T) {
+	key := testenv.NewKeySigner(t)
+	cfg := testenv.WithSignatureKeys(testenv.ScanDefaults(), key.PubFile)
+	cfg.Scan.Attestations = true
+	env := testenv.Start(t, cfg)
+
+	// The image itself is clean; CI's attested report says otherwise, and wins.
+	attested, d := env.PushSample(t, "s/attested:1", "clean")
+	ref, err := name.NewDigest(strings.Split(attested, ":1")[0]+"@"+d, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	report := `{"matches":[{"vulnerability":{"id":"CVE-2026-1111","severity":"Critical","fix":{"versions":["1.2.4"],"state":"fixed"}},"artifact":{"name":"openssl","version":"1.2.3"}}]}`
+	key.Attest(t, ref, "vuln", testenv.VulnPredicate("https://github.com/anchore/grype", report, time.Now()))
+	scanned, _ := env.PushSample(t, "s/scanned:1", "critical")
+
+	vs := settle(t, env, attested, scanned)
+	if v := vs[0]; v.Status != scan.Rejected || !strings.Contains(v.Reason, "CVE-2026-1111") || !strings.HasPrefix(v.Scanner.Name, "attestation: ") {
+		t.Errorf("attested image: %s %q by %+v", v.Status, v.Reason, v.Scanner)
+	}
+	if v := vs[1]; v.Status != scan.Rejected || !strings.Contains(v.Reason, "MOAT-TEST-0001") || v.Scanner.Name != "grype" {
+		t.Errorf("image without an attestation, scanned: %s %q by %+v", v.Status, v.Reason, v.Scanner)
 	}
 }

@@ -160,22 +160,37 @@ func (f *identityFlag) String() string { return fmt.Sprint([]cosign.Identity(*f)
 
 func (f *identityFlag) Set(s string) error {
 	var id cosign.Identity
-	for _, p := range strings.Split(s, ",") {
-		k, v, ok := strings.Cut(strings.TrimSpace(p), "=")
-		if !ok || v == "" {
-			return fmt.Errorf("%q: want issuer=URL,subject=ID (or issuer-regexp=, subject-regexp=)", p)
+	// Split at ",field=" only, so a regular expression may hold commas.
+	fields := []string{"issuer=", "subject=", "issuer-regexp=", "subject-regexp="}
+	rest := s
+	for rest != "" {
+		var k string
+		for _, f := range fields {
+			if strings.HasPrefix(rest, f) {
+				k = f
+			}
 		}
+		if k == "" {
+			return fmt.Errorf("%q: want issuer=URL,subject=ID (or issuer-regexp=, subject-regexp=)", s)
+		}
+		rest = rest[len(k):]
+		end := len(rest)
+		for _, f := range fields {
+			if i := strings.Index(rest, ","+f); i >= 0 && i < end {
+				end = i
+			}
+		}
+		v := rest[:end]
+		rest = strings.TrimPrefix(rest[end:], ",")
 		switch k {
-		case "issuer":
+		case "issuer=":
 			id.Issuer = v
-		case "subject":
+		case "subject=":
 			id.Subject = v
-		case "issuer-regexp":
+		case "issuer-regexp=":
 			id.IssuerRegExp = v
-		case "subject-regexp":
+		case "subject-regexp=":
 			id.SubjectRegExp = v
-		default:
-			return fmt.Errorf("%q: unknown field %q (issuer, subject, issuer-regexp, subject-regexp)", s, k)
 		}
 	}
 	if (id.Issuer == "" && id.IssuerRegExp == "") || (id.Subject == "" && id.SubjectRegExp == "") {

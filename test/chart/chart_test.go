@@ -38,6 +38,14 @@ func helm(t *testing.T, args ...string) string {
 	return out.String()
 }
 
+// helmErr runs helm and returns its combined output and error.
+func helmErr(args ...string) (string, error) {
+	cmd := exec.Command("go", append([]string{"tool", "-modfile=tools/helm/go.mod", "helm"}, args...)...)
+	cmd.Dir = root
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
 // render is `helm template` in gatekeeper-system, parsed into objects. Each
 // of sets is a --set, or "-f=FILE" for a values file.
 func render(t *testing.T, sets ...string) []*unstructured.Unstructured {

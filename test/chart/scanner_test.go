@@ -113,3 +113,60 @@ func TestScannerCertificatesChainForBothSides(t *testing.T) {
 		t.Errorf("the provider's client certificate for the scanner: %v", err)
 	}
 }
+
+func TestSignatureValues(t *testing.T) {
+	if a := args(t, render(t)); hasPrefix(a, "--signature") {
+		t.Errorf("signatures off by default: %v", a)
+	}
+	objs := render(t, "signatures.enabled=true", "signatures.secret=cosign-trust", "signatures.keys={release.pub,legacy.pub}",
+		"signatures.identities[0].issuer=https://token.actions.githubusercontent.com",
+		"signatures.identities[0].subjectRegExp=^https://github.com/acme/.*$",
+		"signatures.fulcioRoots=fulcio.pem", "signatures.rekorKey=rekor.pub", "signatures.attestations=true", "scanner.mode=service")
+	a := args(t, objs)
+	for _, want := range []string{
+		"--signature-keys=/etc/moat/signatures/release.pub,/etc/moat/signatures/legacy.pub",
+		"--signature-identity=issuer=https://token.actions.githubusercontent.com,subject-regexp=^https://github.com/acme/.*$",
+		"--signature-fulcio-roots=/etc/moat/signatures/fulcio.pem", "--signature-rekor-key=/etc/moat/signatures/rekor.pub",
+		"--scan-attestations", "--scanner=remote",
+	} {
+		if !slices.Contains(a, want) {
+			t.Errorf("no %s in %v", want, a)
+		}
+	}
+	if slices.Contains(a, "--signature-ignore-tlog") {
+		t.Error("transparency-log checks turned off without being asked")
+	}
+	vols, _, _ := unstructured.NestedSlice(find(objs, "Deployment", "moat").Object, "spec", "template", "spec", "volumes")
+	mounted := false
+	for _, v := range vols {
+		s, _, _ := unstructured.NestedString(v.(map[string]any), "secret", "secretName")
+		mounted = mounted || s == "cosign-trust"
+	}
+	if !mounted {
+		t.Error("the trust secret is not mounted")
+	}
+}
+
+// A signature configuration that cannot work is refused at install with
+// what to set.
+func TestSignatureValuesRefuseIncompleteTrust(t *testing.T) {
+	cases := []struct {
+		sets []string
+		says string
+	}{
+		{[]string{"signatures.keys={a.pub}"}, "ignoreTlog: true"},
+		{[]string{"signatures.ignoreTlog=true"}, "needs signatures.keys or signatures.identities"},
+		{[]string{"signatures.ignoreTlog=true", "signatures.identities[0].issuer=https://x", "signatures.identities[0].subject=ci@example.com"}, "need signatures.fulcioRoots"},
+		{[]string{"signatures.ignoreTlog=true", "signatures.identities[0].subject=ci@example.com", "signatures.fulcioRoots=f.pem"}, "missing property 'issuer'"},
+	}
+	for _, c := range cases {
+		args := []string{"template", "moat", "charts/moat", "--kube-version", "1.34.0", "--set", "signatures.enabled=true", "--set", "signatures.secret=s"}
+		for _, s := range c.sets {
+			args = append(args, "--set", s)
+		}
+		out, err := helmErr(args...)
+		if err == nil || !strings.Contains(out, c.says) {
+			t.Errorf("%v: %v\n%s", c.sets, err, out)
+		}
+	}
+}

@@ -142,3 +142,39 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
+
+{{/* The signature flags of `serve`. */}}
+{{- define "moat.signatureArgs" -}}
+{{- $s := .Values.signatures -}}
+{{- if $s.enabled -}}
+{{- if not (or $s.keys $s.identities) }}{{ fail "signatures.enabled needs signatures.keys or signatures.identities" }}{{ end -}}
+{{- if not (or $s.rekorKey $s.ignoreTlog) }}{{ fail "signatures: set rekorKey (Rekor bundles required), or ignoreTlog: true to turn transparency-log checks off" }}{{ end -}}
+{{- if and $s.identities (not $s.fulcioRoots) }}{{ fail "signatures.identities need signatures.fulcioRoots" }}{{ end -}}
+{{- if not $s.secret }}{{ fail "signatures.secret: the Secret holding the keys" }}{{ end -}}
+{{- $keys := list -}}
+{{- range $s.keys }}{{ $keys = append $keys (printf "/etc/moat/signatures/%s" .) }}{{ end -}}
+{{- with $keys }}
+- --signature-keys={{ join "," . }}
+{{- end }}
+{{- range $s.identities }}
+{{- $f := list -}}
+{{- with .issuer }}{{ $f = append $f (printf "issuer=%s" .) }}{{ end -}}
+{{- with .issuerRegExp }}{{ $f = append $f (printf "issuer-regexp=%s" .) }}{{ end -}}
+{{- with .subject }}{{ $f = append $f (printf "subject=%s" .) }}{{ end -}}
+{{- with .subjectRegExp }}{{ $f = append $f (printf "subject-regexp=%s" .) }}{{ end }}
+- {{ printf "--signature-identity=%s" (join "," $f) | quote }}
+{{- end }}
+{{- with $s.fulcioRoots }}
+- --signature-fulcio-roots=/etc/moat/signatures/{{ . }}
+{{- end }}
+{{- with $s.rekorKey }}
+- --signature-rekor-key=/etc/moat/signatures/{{ . }}
+{{- end }}
+{{- if $s.ignoreTlog }}
+- --signature-ignore-tlog
+{{- end }}
+{{- if $s.attestations }}
+- --scan-attestations
+{{- end }}
+{{- end -}}
+{{- end -}}

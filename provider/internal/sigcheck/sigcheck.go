@@ -25,6 +25,7 @@ import (
 	ociremote "github.com/sigstore/cosign/v2/pkg/oci/remote"
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"github.com/sigstore/sigstore/pkg/signature"
+	//lint:ignore SA1019 cosign v2's TrustedTransparencyLogPubKeys takes this package's StatusKind
 	"github.com/sigstore/sigstore/pkg/tuf"
 
 	"github.com/moat-dev/moat/provider/internal/checks"

@@ -1,8 +1,10 @@
-# Moat provider image: a static binary on distroless, non-root, no shell.
-# The binary writes nothing, so the pod can run with readOnlyRootFilesystem.
-# Base images are referenced by tag here; the release pipeline pins them by
-# digest (see CHANGELOG "Known gaps").
-FROM golang:1.26 AS build
+# Moat image (`moat serve` and `moat scanner`): a static binary on
+# distroless, non-root, no shell. The provider writes nothing, so the pod
+# runs with readOnlyRootFilesystem; scanning writes only to the volumes the
+# chart mounts (/tmp, /var/lib/moat/vulndb).
+# Base images are pinned by digest (the tag says what it is, the digest which
+# one); update them in a reviewed commit.
+FROM golang:1.26@sha256:595c7847cff97c9a9e76f015083c481d26078f961c9c8dca3923132f51fe12f1 AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
@@ -11,7 +13,7 @@ ARG VERSION=dev
 # moat_slim leaves out `moat verify` (Gatekeeper's framework, OPA): a CI tool, not part of admission.
 RUN CGO_ENABLED=0 go build -trimpath -tags moat_slim -ldflags "-s -w -X main.version=${VERSION}" -o /out/moat ./provider/cmd/moat
 
-FROM gcr.io/distroless/static-debian12:nonroot
+FROM gcr.io/distroless/static-debian12:nonroot@sha256:d093aa3e30dbadd3efe1310db061a14da60299baff8450a17fe0ccc514a16639
 COPY --from=build /out/moat /moat
 USER 65532:65532
 EXPOSE 8443 8080

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -275,9 +276,11 @@ func TestOwnPodsPassMoatsPolicies(t *testing.T) {
 	}
 }
 
-// The Dockerfile's claims that can be checked without a Docker engine: a
-// static build, a distroless or scratch final stage with no shell, a
+// The Dockerfile's claims that can be checked without a Docker engine: base
+// images pinned by digest, a static build, a distroless or scratch final stage with no shell, a
 // numeric non-root user, and an exec-form entrypoint.
+var pinned = regexp.MustCompile(`^[^@\s]+@sha256:[0-9a-f]{64}$`)
+
 func TestDockerfile(t *testing.T) {
 	raw, err := os.ReadFile(filepath.Join(root, "Dockerfile"))
 	if err != nil {
@@ -293,6 +296,9 @@ func TestDockerfile(t *testing.T) {
 		switch f[0] {
 		case "FROM":
 			from, user = f[1], "" // each stage starts as root
+			if !pinned.MatchString(from) {
+				t.Errorf("FROM %s is not pinned by digest", from)
+			}
 		case "USER":
 			user = f[1]
 		case "ENTRYPOINT":

@@ -126,8 +126,9 @@ func (e *Engine) Scan(ctx context.Context, img string) (scan.Result, error) {
 		return scan.Result{}, e.failure(ctx, "scanner", fmt.Errorf("%s: matching vulnerabilities: %w", img, err))
 	}
 	return scan.Result{
-		Findings:  findings(matches),
-		Scanner:   scan.Tool{Name: "grype", Version: e.version, DB: scan.Database{ID: snap.ID, Schema: snap.Schema, Built: snap.Built}},
+		Findings: findings(matches),
+		Scanner: scan.Tool{Name: "grype", Version: e.version, DB: scan.Database{ID: snap.ID, Schema: snap.Schema, Built: snap.Built,
+			AgeAtScan: time.Since(snap.Built).Round(time.Second).String()}},
 		ScannedAt: time.Now().UTC(),
 	}, nil
 }

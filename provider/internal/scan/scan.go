@@ -54,6 +54,8 @@ type Database struct {
 	ID     string    `json:"id"`
 	Schema string    `json:"schema"`
 	Built  time.Time `json:"built"`
+	// AgeAtScan is how old the database was when the scan ran ("26h0m0s").
+	AgeAtScan string `json:"ageAtScan,omitempty"`
 }
 
 // Finding is one vulnerability in one package.

@@ -115,7 +115,7 @@ func TestEachStatusWithItsCountsAndIDs(t *testing.T) {
 	if len(c.Findings) != 1 || c.Findings[0] != want {
 		t.Errorf("critical findings: %+v", c.Findings)
 	}
-	if c.Scanner == nil || c.Scanner.Name != "grype" || c.Scanner.DB.ID == "" || c.Scanner.DB.Built.IsZero() || c.ScannedAt == "" {
+	if c.Scanner == nil || c.Scanner.Name != "grype" || c.Scanner.DB.ID == "" || c.Scanner.DB.Built.IsZero() || c.Scanner.DB.AgeAtScan == "" || c.ScannedAt == "" {
 		t.Errorf("critical: scanner identity missing: %+v at %q", c.Scanner, c.ScannedAt)
 	}
 

@@ -44,6 +44,30 @@ func provider(t *testing.T, env *testenv.Env, path string) *unversioned.Provider
 	}
 }
 
+// externalDataClient is a constraint-framework client as the Gatekeeper
+// webhook wires it: the rego driver with external data and client auth on,
+// asking env's provider (Provider "moat") with the dev client certificate.
+func externalDataClient(t *testing.T, env *testenv.Env) *client.Client {
+	t.Helper()
+	pc := externaldata.NewCache()
+	if err := pc.Upsert(provider(t, env, "/validate")); err != nil {
+		t.Fatal(err)
+	}
+	cw, err := certwatcher.New(env.Path("client.crt"), env.Path("client.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	driver, err := rego.New(rego.AddExternalDataProviderCache(pc), rego.EnableExternalDataClientAuth(), rego.AddExternalDataClientCertWatcher(cw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.NewClient(client.Targets(&target.K8sValidationTarget{}), client.Driver(driver), client.EnforcementPoints("validation.gatekeeper.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 func TestGatekeeperClientGetsDigests(t *testing.T) {
 	env := testenv.Start(t, testenv.Defaults())
 	ref, digest := env.Push(t, "gk/app:v1")
@@ -114,30 +138,7 @@ func TestRegoTemplateSeesDigestsThroughTheConstraintFramework(t *testing.T) {
 	ref, digest := env.Push(t, "gk/web:1.0")
 	initRef, initDigest := env.Push(t, "gk/init:1.0")
 
-	pc := externaldata.NewCache()
-	if err := pc.Upsert(provider(t, env, "/validate")); err != nil {
-		t.Fatal(err)
-	}
-	cw, err := certwatcher.New(env.Path("client.crt"), env.Path("client.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	driver, err := rego.New(
-		rego.AddExternalDataProviderCache(pc),
-		rego.EnableExternalDataClientAuth(),
-		rego.AddExternalDataClientCertWatcher(cw),
-	)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.NewClient(
-		client.Targets(&target.K8sValidationTarget{}),
-		client.Driver(driver),
-		client.EnforcementPoints("validation.gatekeeper.sh"),
-	)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := externalDataClient(t, env)
 	ctx := context.Background()
 	tmpl := &templates.ConstraintTemplate{
 		ObjectMeta: metav1.ObjectMeta{Name: "moatdigestprobe"},

@@ -9,11 +9,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/open-policy-agent/frameworks/constraint/pkg/client"
-	"github.com/open-policy-agent/frameworks/constraint/pkg/client/drivers/rego"
-	"github.com/open-policy-agent/frameworks/constraint/pkg/externaldata"
-	"github.com/open-policy-agent/gatekeeper/v3/pkg/target"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 
 	"github.com/moat-dev/moat/provider/testenv"
 	"github.com/moat-dev/moat/test/pack"
@@ -24,22 +20,7 @@ import (
 // provider through Gatekeeper's external-data client.
 func templateClient(t *testing.T, env *testenv.Env, template, kind string) *client.Client {
 	t.Helper()
-	pc := externaldata.NewCache()
-	if err := pc.Upsert(provider(t, env, "/validate")); err != nil {
-		t.Fatal(err)
-	}
-	cw, err := certwatcher.New(env.Path("client.crt"), env.Path("client.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	driver, err := rego.New(rego.AddExternalDataProviderCache(pc), rego.EnableExternalDataClientAuth(), rego.AddExternalDataClientCertWatcher(cw))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.NewClient(client.Targets(&target.K8sValidationTarget{}), client.Driver(driver), client.EnforcementPoints("validation.gatekeeper.sh"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := externalDataClient(t, env)
 	ctx := context.Background()
 	if _, err := c.AddTemplate(ctx, pack.ReadTemplate(t, filepath.Join(pack.Root, "templates", template+".yaml"))); err != nil {
 		t.Fatal(err)

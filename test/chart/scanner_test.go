@@ -170,3 +170,65 @@ func TestSignatureValuesRefuseIncompleteTrust(t *testing.T) {
 		}
 	}
 }
+
+func TestCertManagerIssuesTheServingCertificate(t *testing.T) {
+	objs := render(t, "certificates.certManager.enabled=true")
+	if find(objs, "Secret", "moat-tls") != nil {
+		t.Error("the chart renders moat-tls although cert-manager writes it")
+	}
+	c := find(objs, "Certificate", "moat")
+	if c == nil {
+		t.Fatal("no Certificate")
+	}
+	secret, _, _ := unstructured.NestedString(c.Object, "spec", "secretName")
+	dns, _, _ := unstructured.NestedStringSlice(c.Object, "spec", "dnsNames")
+	issuer, _, _ := unstructured.NestedString(c.Object, "spec", "issuerRef", "name")
+	if secret != "moat-tls" || !slices.Contains(dns, "moat.gatekeeper-system.svc") || issuer != "moat-ca" {
+		t.Errorf("Certificate: secret %q, dnsNames %v, issuer %q", secret, dns, issuer)
+	}
+	if find(objs, "Issuer", "moat-ca") == nil {
+		t.Error("no CA Issuer")
+	}
+	ca, _, _ := unstructured.NestedString(find(objs, "Secret", "moat-ca").Object, "data", "tls.crt")
+	for _, p := range []string{"moat", "moat-mutate"} {
+		if b, _, _ := unstructured.NestedString(find(objs, "Provider", p).Object, "spec", "caBundle"); b == "" || b != ca {
+			t.Errorf("Provider %s caBundle is not the CA cert-manager issues from", p)
+		}
+	}
+
+	own := render(t, "certificates.certManager.enabled=true", "certificates.certManager.issuerRef.name=corp-ca",
+		"certificates.certManager.issuerRef.kind=ClusterIssuer", "certificates.certManager.caBundle=Q09SUA==")
+	if find(own, "Issuer", "moat-ca") != nil || find(own, "Secret", "moat-ca") != nil {
+		t.Error("an issuerRef of the user's still renders the chart's CA")
+	}
+	kind, _, _ := unstructured.NestedString(find(own, "Certificate", "moat").Object, "spec", "issuerRef", "kind")
+	b, _, _ := unstructured.NestedString(find(own, "Provider", "moat").Object, "spec", "caBundle")
+	if kind != "ClusterIssuer" || b != "Q09SUA==" {
+		t.Errorf("issuerRef kind %q, caBundle %q", kind, b)
+	}
+	if out, err := helmErr("template", "moat", "charts/moat", "--kube-version", "1.34.0", "--set", "certificates.certManager.enabled=true",
+		"--set", "certificates.certManager.issuerRef.name=corp-ca"); err == nil || !strings.Contains(out, "cainjector does not inject Provider objects") {
+		t.Errorf("issuerRef without caBundle: %v\n%s", err, out)
+	}
+}
+
+func TestServiceMonitorsSelectTheirServices(t *testing.T) {
+	objs := render(t, "serviceMonitor.enabled=true", "serviceMonitor.labels.release=prometheus", "scanner.mode=service")
+	for _, name := range []string{"moat", "moat-scanner"} {
+		sm := find(objs, "ServiceMonitor", name)
+		if sm == nil {
+			t.Fatalf("no ServiceMonitor %s", name)
+		}
+		sel, _, _ := unstructured.NestedStringMap(sm.Object, "spec", "selector", "matchLabels")
+		labels := find(objs, "Service", name).GetLabels()
+		if !selects(sel, labels) {
+			t.Errorf("ServiceMonitor %s selects %v; Service labels %v", name, sel, labels)
+		}
+		if sm.GetLabels()["release"] != "prometheus" {
+			t.Errorf("ServiceMonitor %s lacks the configured labels", name)
+		}
+	}
+	if n := count(render(t), "ServiceMonitor"); n != 0 {
+		t.Errorf("%d ServiceMonitors by default", n)
+	}
+}

@@ -1,6 +1,7 @@
 package chart_test
 
 import (
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,20 +21,46 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// gatekeeperSchemas are the OpenAPI schemas of Gatekeeper's CRDs, read from
-// deploy/gatekeeper.yaml of the Gatekeeper module this project pins, keyed
-// by "group/Kind/version".
+// gatekeeperSchemas are the OpenAPI schemas of the CRDs the chart renders
+// objects of: Gatekeeper's, read from deploy/gatekeeper.yaml of the
+// Gatekeeper module this project pins, cert-manager's and the Prometheus
+// Operator's; keyed by "group/Kind/version".
 func gatekeeperSchemas(t *testing.T) map[string]*apiextensions.JSONSchemaProps {
 	t.Helper()
 	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/open-policy-agent/gatekeeper/v3").Output()
 	if err != nil {
 		t.Fatalf("locating the Gatekeeper module: %v", err)
 	}
-	raw, err := os.ReadFile(filepath.Join(strings.TrimSpace(string(out)), "deploy", "gatekeeper.yaml"))
+	schemas := map[string]*apiextensions.JSONSchemaProps{}
+	addCRDs(t, schemas, filepath.Join(strings.TrimSpace(string(out)), "deploy", "gatekeeper.yaml"))
+	// The optional kinds the chart renders, from their projects' own CRDs, at
+	// pinned versions fetched through the module proxy.
+	for _, m := range []struct{ module, file string }{
+		{"github.com/cert-manager/cert-manager@v1.21.2", "deploy/crds/cert-manager.io_certificates.yaml"},
+		{"github.com/cert-manager/cert-manager@v1.21.2", "deploy/crds/cert-manager.io_issuers.yaml"},
+		{"github.com/prometheus-operator/prometheus-operator@v0.85.0", "example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml"},
+	} {
+		out, err := exec.Command("go", "mod", "download", "-json", m.module).Output()
+		if err != nil {
+			t.Fatalf("go mod download %s: %v", m.module, err)
+		}
+		var dl struct{ Dir, Error string }
+		if err := json.Unmarshal(out, &dl); err != nil || dl.Dir == "" {
+			t.Fatalf("go mod download %s: %v %s", m.module, err, dl.Error)
+		}
+		addCRDs(t, schemas, filepath.Join(dl.Dir, m.file))
+	}
+	return schemas
+}
+
+// addCRDs adds the schemas of the CRDs in a YAML file, keyed by
+// "group/Kind/version".
+func addCRDs(t *testing.T, schemas map[string]*apiextensions.JSONSchemaProps, path string) {
+	t.Helper()
+	raw, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	schemas := map[string]*apiextensions.JSONSchemaProps{}
 	for _, doc := range strings.Split(string(raw), "\n---") {
 		if !strings.Contains(doc, "kind: CustomResourceDefinition") {
 			continue
@@ -53,7 +80,6 @@ func gatekeeperSchemas(t *testing.T) map[string]*apiextensions.JSONSchemaProps {
 			schemas[crd.Spec.Group+"/"+crd.Spec.Names.Kind+"/"+v.Name] = &internal
 		}
 	}
-	return schemas
 }
 
 // Every object the chart renders, with every switch on, is valid against a
@@ -68,6 +94,9 @@ func TestRenderedManifestsMatchTheirSchemas(t *testing.T) {
 		"provider.registryCredentialsSecret=pull", "networkPolicy.enabled=true", "scanner.mode=service",
 		"-f=test/chart/testdata/imagepolicy-values.yaml",
 		"networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.name=monitoring")
+	// cert-manager and ServiceMonitor replace or add objects: a second render.
+	objs = append(objs, render(t, "certificates.certManager.enabled=true", "serviceMonitor.enabled=true",
+		"serviceMonitor.labels.release=prometheus", "scanner.mode=service")...)
 	seen := map[string]int{}
 	for _, o := range objs {
 		gvk := o.GroupVersionKind()
@@ -119,7 +148,8 @@ func TestRenderedManifestsMatchTheirSchemas(t *testing.T) {
 			t.Errorf("%s %s: fields the CRD does not know (the API server would drop them): %v", gvk.Kind, o.GetName(), unknown)
 		}
 	}
-	for _, k := range []string{"Deployment", "Service", "Secret", "PodDisruptionBudget", "NetworkPolicy", "Provider", "ConstraintTemplate", "ExpansionTemplate", "Assign"} {
+	for _, k := range []string{"Deployment", "Service", "Secret", "PodDisruptionBudget", "NetworkPolicy", "Provider", "ConstraintTemplate",
+		"ExpansionTemplate", "Assign", "Certificate", "Issuer", "ServiceMonitor"} {
 		if seen[k] == 0 {
 			t.Errorf("no %s rendered; the test would prove nothing for it", k)
 		}

@@ -178,3 +178,17 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end }}
 {{- end -}}
 {{- end -}}
+
+{{/* cert-manager mode without an issuerRef: the chart's CA, with its key, reused on upgrade. */}}
+{{- define "moat.certManagerCA" -}}
+{{- $secretName := printf "%s-ca" (include "moat.name" .) -}}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace $secretName -}}
+{{- if and $existing (index $existing.data "tls.crt") (index $existing.data "tls.key") -}}
+tls.crt: {{ index $existing.data "tls.crt" }}
+tls.key: {{ index $existing.data "tls.key" }}
+{{- else -}}
+{{- $ca := genCA (printf "%s-ca" (include "moat.name" .)) (int .Values.certificates.validityDays) -}}
+tls.crt: {{ $ca.Cert | b64enc }}
+tls.key: {{ $ca.Key | b64enc }}
+{{- end -}}
+{{- end -}}

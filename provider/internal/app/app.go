@@ -148,10 +148,9 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 		cs = append(cs, a.Scans)
 	}
 	if verifier != nil {
-		sm := m.Signatures
 		a.Signatures, err = checks.New("signature check", cfg.Signatures.Checks,
 			sigcheck.Check{V: verifier, VerifiedTTL: cfg.Signatures.VerifiedTTL, UnverifiedTTL: cfg.Signatures.UnverifiedTTL},
-			checks.Metrics{Done: sm.Done, Failures: sm.Failures, Duration: sm.Duration, Queued: sm.Queued, Running: sm.Running, QueueFull: sm.QueueFull}, log)
+			m.Signatures, log)
 		if err != nil {
 			return nil, err
 		}

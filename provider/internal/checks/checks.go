@@ -15,9 +15,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/moat-dev/moat/provider/internal/cache"
+	"github.com/moat-dev/moat/provider/internal/metrics"
 )
 
 // Check is one kind of check.
@@ -56,16 +55,6 @@ type Options struct {
 	CacheSize int
 }
 
-// Metrics are the collectors a Service reports to.
-type Metrics struct {
-	Done      *prometheus.CounterVec // status
-	Failures  *prometheus.CounterVec // kind
-	Duration  prometheus.Observer
-	Queued    prometheus.Gauge
-	Running   prometheus.Gauge
-	QueueFull prometheus.Counter
-}
-
 // Entry is an outcome (or a pending answer) as served. Never modified.
 type Entry struct {
 	Fragment []byte
@@ -79,7 +68,7 @@ type Service struct {
 	opts    Options
 	check   Check
 	cache   *cache.Cache[string, *Entry]
-	metrics Metrics
+	metrics *metrics.CheckMetrics
 	log     *slog.Logger
 
 	mu    sync.Mutex
@@ -101,7 +90,7 @@ type job struct {
 
 // New starts a Service with its workers; Close stops them. name ("scan",
 // "signature check") is used in logs and messages.
-func New(name string, opts Options, c Check, m Metrics, log *slog.Logger) (*Service, error) {
+func New(name string, opts Options, c Check, m *metrics.CheckMetrics, log *slog.Logger) (*Service, error) {
 	if opts.Workers < 1 || opts.QueueSize < 0 || opts.Timeout <= 0 {
 		return nil, fmt.Errorf("%s: %d workers, a queue of %d and a timeout of %s: need at least one worker, a queue of zero or more and a positive timeout",
 			name, opts.Workers, opts.QueueSize, opts.Timeout)

@@ -31,13 +31,8 @@ type Metrics struct {
 	ClientVerifyOff    prometheus.Gauge
 	InflightResolution prometheus.Gauge
 
-	Scans         *prometheus.CounterVec // status: accepted, rejected, scan_failed
-	ScanFailures  *prometheus.CounterVec // kind: database, pull, timeout, …
-	ScanDuration  prometheus.Histogram
-	ScansQueued   prometheus.Gauge
-	ScansRunning  prometheus.Gauge
-	ScanQueueFull prometheus.Counter
-
+	// Scans and Signatures are the two kinds of checks (package checks).
+	Scans      *CheckMetrics
 	Signatures *CheckMetrics
 }
 
@@ -57,11 +52,11 @@ func newCheckMetrics(prefix, what string) *CheckMetrics {
 			Name: prefix + "_total", Help: "Finished " + what + ", by status.",
 		}, []string{"status"}),
 		Failures: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: prefix + "_failures_total", Help: what + " that could not be done, by kind.",
+			Name: prefix + "_failures_total", Help: what + " that could not be done, by kind (scans: database, pull, unsupported, scanner, timeout, unavailable, attestation).",
 		}, []string{"kind"}),
 		Duration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: prefix + "_duration_seconds", Help: "Time " + what + " took.",
-			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300},
 		}),
 		Queued:    prometheus.NewGauge(prometheus.GaugeOpts{Name: prefix + "_queued", Help: what + " waiting for a worker."}),
 		Running:   prometheus.NewGauge(prometheus.GaugeOpts{Name: prefix + "_running", Help: what + " running now."}),
@@ -126,29 +121,11 @@ func New() *Metrics {
 			Name: "moat_resolutions_inflight", Help: "Digest resolutions running now.",
 		}),
 	}
-	m.Scans = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "moat_scans_total", Help: "Finished scans, by status.",
-	}, []string{"status"})
-	m.ScanFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "moat_scan_failures_total", Help: "Scans that could not be done, by kind (database, pull, unsupported, scanner, timeout, unavailable).",
-	}, []string{"kind"})
-	m.ScanDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
-		Name: "moat_scan_duration_seconds", Help: "Time a scan took, from start to report.",
-		Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300},
-	})
-	m.ScansQueued = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "moat_scans_queued", Help: "Scans waiting for a worker.",
-	})
-	m.ScansRunning = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "moat_scans_running", Help: "Scans running now.",
-	})
-	m.ScanQueueFull = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "moat_scan_queue_full_total", Help: "Scans not queued because the queue was full (answered report_not_available).",
-	})
+	m.Scans = newCheckMetrics("moat_scans", "Scans")
+	reg.MustRegister(m.Scans.collectors()...)
 	m.Signatures = newCheckMetrics("moat_signature_checks", "Signature checks")
 	reg.MustRegister(m.Signatures.collectors()...)
 	reg.MustRegister(
-		m.Scans, m.ScanFailures, m.ScanDuration, m.ScansQueued, m.ScansRunning, m.ScanQueueFull,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.Requests, m.Keys, m.KeyErrors, m.RequestDuration,

@@ -42,8 +42,7 @@ func New(opts Options, s scan.Scanner, m *metrics.Metrics, log *slog.Logger) (*c
 	}
 	return checks.New("scan", checks.Options{Workers: opts.Workers, QueueSize: opts.QueueSize, Timeout: opts.ScanTimeout, CacheSize: opts.CacheSize},
 		check{scanner: s, opts: opts},
-		checks.Metrics{Done: m.Scans, Failures: m.ScanFailures, Duration: m.ScanDuration, Queued: m.ScansQueued, Running: m.ScansRunning, QueueFull: m.ScanQueueFull},
-		log)
+		m.Scans, log)
 }
 
 type check struct {

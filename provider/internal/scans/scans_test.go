@@ -80,7 +80,7 @@ func settle(t *testing.T, env *testenv.Env, keys ...string) []value {
 func scansTotal(env *testenv.Env) float64 {
 	var n float64
 	for _, s := range []string{scan.Accepted, scan.Rejected, scan.ScanFailed} {
-		n += testutil.ToFloat64(env.Metrics.Scans.WithLabelValues(s))
+		n += testutil.ToFloat64(env.Metrics.Scans.Done.WithLabelValues(s))
 	}
 	return n
 }
@@ -136,7 +136,7 @@ func TestEachStatusWithItsCountsAndIDs(t *testing.T) {
 	if a := vs[4]; a.Status != scan.ScanFailed || !strings.Contains(a.Reason, "unsupported layer media type") {
 		t.Errorf("an OCI artifact that is not an image: %s %q", a.Status, a.Reason)
 	}
-	if n := testutil.ToFloat64(env.Metrics.ScanFailures.WithLabelValues("unsupported")); n != 1 {
+	if n := testutil.ToFloat64(env.Metrics.Scans.Failures.WithLabelValues("unsupported")); n != 1 {
 		t.Errorf("%v scans counted as unsupported, want the artifact's", n)
 	}
 	if n := scansTotal(env); n != 5 {
@@ -202,7 +202,7 @@ func TestFullQueueAnswersPendingThenEveryImageGetsItsReport(t *testing.T) {
 	if full < 50-10-1 { // the queue and the one worker take 11 at most
 		t.Errorf("%d of 50 answers say the queue is full; want at least 39", full)
 	}
-	if n := testutil.ToFloat64(env.Metrics.ScanQueueFull); n != float64(full) {
+	if n := testutil.ToFloat64(env.Metrics.Scans.QueueFull); n != float64(full) {
 		t.Errorf("moat_scan_queue_full_total %v, %d answers said so", n, full)
 	}
 	for _, v := range settle(t, env, refs...) {
@@ -228,7 +228,7 @@ func TestHangingRegistryTimesTheScanOutWithoutLeaks(t *testing.T) {
 		if v.Status != scan.ScanFailed || !strings.Contains(v.Reason, "took longer than 300ms") {
 			t.Errorf("%s %q", v.Status, v.Reason)
 		}
-		if n := testutil.ToFloat64(env.Metrics.ScanFailures.WithLabelValues("timeout")); n != 1 {
+		if n := testutil.ToFloat64(env.Metrics.Scans.Failures.WithLabelValues("timeout")); n != 1 {
 			t.Errorf("%v timeouts counted", n)
 		}
 		env.Registry.SetFault(devregistry.NoFault)

@@ -251,3 +251,84 @@ func VulnPredicate(scanner string, report string, finished time.Time) []byte {
 		`"scanner":{"uri":"` + scanner + `","version":"1.0.0","db":{"uri":"https://db.example.com","version":"v6.1.10"},"result":` + report + `},` +
 		`"metadata":{"scanStartedOn":"` + finished.Add(-time.Minute).UTC().Format(time.RFC3339) + `","scanFinishedOn":"` + finished.UTC().Format(time.RFC3339) + `"}}`)
 }
+
+// Rekor stands in for a Rekor transparency log: its key, made in the test,
+// signs the signed entry timestamps of the bundles it issues, as Rekor's own
+// does. No log is kept; verification is offline, as with a real bundle.
+type Rekor struct {
+	key     *ecdsa.PrivateKey
+	PubFile string // the log's public key (PEM), for --signature-rekor-key
+	index   int64
+}
+
+// NewRekor makes a log key.
+func NewRekor(t testing.TB) *Rekor {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := cryptoutils.MarshalPublicKeyToPEM(key.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := filepath.Join(t.TempDir(), "rekor.pub")
+	if err := os.WriteFile(f, pub, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return &Rekor{key: key, PubFile: f}
+}
+
+// bundle is the log's bundle for a hashedrekord entry of payload, signed
+// with b64sig by the key or certificate in publicKeyPEM, integrated at.
+func (r *Rekor) bundle(t testing.TB, payload []byte, b64sig string, publicKeyPEM []byte, at time.Time) *cbundle.RekorBundle {
+	t.Helper()
+	h := sha256.Sum256(payload)
+	body, err := json.Marshal(map[string]any{
+		"apiVersion": "0.0.1", "kind": "hashedrekord",
+		"spec": map[string]any{
+			"data":      map[string]any{"hash": map[string]any{"algorithm": "sha256", "value": hex.EncodeToString(h[:])}},
+			"signature": map[string]any{"content": b64sig, "publicKey": map[string]any{"content": base64.StdEncoding.EncodeToString(publicKeyPEM)}},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logID, err := cosign.GetTransparencyLogID(r.key.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.index++
+	p := cbundle.RekorPayload{Body: base64.StdEncoding.EncodeToString(body), IntegratedTime: at.Unix(), LogIndex: r.index, LogID: logID}
+	raw, err := json.Marshal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	canonical, err := jsoncanonicalizer.Transform(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest := sha256.Sum256(canonical)
+	set, err := ecdsa.SignASN1(rand.Reader, r.key, digest[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &cbundle.RekorBundle{SignedEntryTimestamp: set, Payload: p}
+}
+
+// SignLogged signs ref like Sign and adds the bundle of a log entry
+// integrated at the given time.
+func (s *Signer) SignLogged(t testing.TB, ref name.Digest, log *Rekor, at time.Time) {
+	t.Helper()
+	s.sign(t, ref, func(payload []byte, b64sig string) []static.Option {
+		key := s.cert
+		if key == nil {
+			pub, err := cryptoutils.MarshalPublicKeyToPEM(s.public())
+			if err != nil {
+				t.Fatal(err)
+			}
+			key = pub
+		}
+		return []static.Option{static.WithBundle(log.bundle(t, payload, b64sig, key, at))}
+	})
+}

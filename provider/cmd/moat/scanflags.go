@@ -50,7 +50,7 @@ func scanFlags(fs *flag.FlagSet) func() (app.ScanConfig, error) {
 	workers := fs.Int("scan-workers", d.Workers, "scans run at once")
 	queue := fs.Int("scan-queue", d.QueueSize, "scans waiting at most; beyond it a lookup answers report_not_available and asks again later")
 	timeout := fs.Duration("scan-timeout", d.ScanTimeout, "a scan running longer is cancelled and answers scan_failed")
-	wait := fs.Duration("scan-wait", 0, "how long a lookup waits for a scan that is not done, inside its deadline (0: answer report_not_available at once)")
+	wait := fs.Duration("scan-wait", 0, "how long a lookup waits for scans and signature checks that are not done, inside its deadline (0: answer report_not_available / pending at once)")
 	reportTTL := fs.Duration("report-ttl", d.ReportTTL, "how long an accepted or rejected report is served before the image is scanned again")
 	failedTTL := fs.Duration("scan-failed-ttl", d.FailedTTL, "how long a scan_failed report is served before the next lookup scans again")
 	cacheSize := fs.Int("scan-cache-size", d.CacheSize, "most reports kept (entries)")

@@ -6,10 +6,12 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"math/big"
@@ -19,9 +21,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cyberphone/json-canonicalization/go/src/webpki.org/jsoncanonicalizer"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/sigstore/cosign/v2/pkg/cosign"
 	"github.com/sigstore/cosign/v2/pkg/cosign/attestation"
+	cbundle "github.com/sigstore/cosign/v2/pkg/cosign/bundle"
 	"github.com/sigstore/cosign/v2/pkg/oci/empty"
 	"github.com/sigstore/cosign/v2/pkg/oci/mutate"
 	ociremote "github.com/sigstore/cosign/v2/pkg/oci/remote"
@@ -72,6 +77,12 @@ func NewKeySigner(t testing.TB) *Signer {
 // signature in the registry.
 func (s *Signer) Sign(t testing.TB, ref name.Digest) {
 	t.Helper()
+	s.sign(t, ref, nil)
+}
+
+// sign signs ref; extra adds options made from the payload and signature.
+func (s *Signer) sign(t testing.TB, ref name.Digest, extra func(payload []byte, b64sig string) []static.Option) {
+	t.Helper()
 	pl, err := (&payload.Cosign{Image: ref}).MarshalJSON()
 	if err != nil {
 		t.Fatal(err)
@@ -80,11 +91,15 @@ func (s *Signer) Sign(t testing.TB, ref name.Digest) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	b64 := base64.StdEncoding.EncodeToString(raw)
 	var opts []static.Option
 	if s.cert != nil {
 		opts = append(opts, static.WithCertChain(s.cert, s.chain))
 	}
-	sig, err := static.NewSignature(pl, base64.StdEncoding.EncodeToString(raw), opts...)
+	if extra != nil {
+		opts = append(opts, extra(pl, b64)...)
+	}
+	sig, err := static.NewSignature(pl, b64, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -314,6 +329,14 @@ func (r *Rekor) bundle(t testing.TB, payload []byte, b64sig string, publicKeyPEM
 		t.Fatal(err)
 	}
 	return &cbundle.RekorBundle{SignedEntryTimestamp: set, Payload: p}
+}
+
+func (s *Signer) public() crypto.PublicKey {
+	pub, err := s.sv.PublicKey()
+	if err != nil {
+		panic(err) // an in-memory ECDSA key always has one
+	}
+	return pub
 }
 
 // SignLogged signs ref like Sign and adds the bundle of a log entry

@@ -133,3 +133,39 @@ func TestKeyless(t *testing.T) {
 		t.Error("keyless identities without Fulcio roots were accepted")
 	}
 }
+
+func TestRekorBundles(t *testing.T) {
+	host := startRegistry(t)
+	key, log := testenv.NewKeySigner(t), testenv.NewRekor(t)
+	v := verifier(t, sigcheck.Trust{KeyFiles: []string{key.PubFile}, RekorKey: log.PubFile})
+
+	logged := pushImage(t, host, "app/logged")
+	key.SignLogged(t, logged, log, time.Now())
+	if r := v.Verify(context.Background(), logged.String()); !r.Verified {
+		t.Errorf("a signature with a bundle from the trusted log: %+v", r)
+	}
+	otherLog := pushImage(t, host, "app/other-log")
+	key.SignLogged(t, otherLog, testenv.NewRekor(t), time.Now())
+	if r := v.Verify(context.Background(), otherLog.String()); r.Verified {
+		t.Errorf("a bundle from a log that is not trusted verified: %+v", r)
+	}
+
+	// Keyless: the log entry dates the signature inside the certificate's ten
+	// minutes, so it verifies after the certificate has expired; an entry made
+	// after it expired does not.
+	ca := testenv.NewFulcio(t)
+	const workflow = "https://github.com/acme/app/.github/workflows/release.yml@refs/tags/v1"
+	const issuer = "https://token.actions.githubusercontent.com"
+	kl := verifier(t, sigcheck.Trust{Identities: []cosign.Identity{{Issuer: issuer, Subject: workflow}}, FulcioRoots: ca.RootPEM, RekorKey: log.PubFile})
+	signer := ca.Issue(t, workflow, issuer, time.Now().Add(-time.Hour))
+	inTime := pushImage(t, host, "app/logged-in-time")
+	signer.SignLogged(t, inTime, log, time.Now().Add(-55*time.Minute))
+	if r := kl.Verify(context.Background(), inTime.String()); !r.Verified {
+		t.Errorf("keyless, logged while the certificate was valid: %+v", r)
+	}
+	late := pushImage(t, host, "app/logged-late")
+	signer.SignLogged(t, late, log, time.Now())
+	if r := kl.Verify(context.Background(), late.String()); r.Verified || !strings.Contains(r.Reason, "expired") {
+		t.Errorf("keyless, logged after the certificate expired: %+v", r)
+	}
+}

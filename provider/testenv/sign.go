@@ -47,18 +47,28 @@ import (
 // test Fulcio.
 type Signer struct {
 	sv      signature.SignerVerifier
-	PubFile string
+	PubFile string // key signers: the public key (PEM), for --signature-keys
+	pubPEM  []byte
 	cert    []byte // keyless: the leaf certificate (PEM)
 	chain   []byte
 }
 
+// NewKeySigner makes a key pair, as `cosign generate-key-pair` does.
 func NewKeySigner(t testing.TB) *Signer {
 	t.Helper()
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	priv, pub, f := newKey(t, "cosign.pub")
+	sv, err := signature.LoadECDSASignerVerifier(priv, crypto.SHA256)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sv, err := signature.LoadECDSASignerVerifier(priv, crypto.SHA256)
+	return &Signer{sv: sv, PubFile: f, pubPEM: pub}
+}
+
+// newKey makes a P-256 key and writes its public key (PEM) to a file
+// called name; it returns the key, the PEM and the file.
+func newKey(t testing.TB, name string) (*ecdsa.PrivateKey, []byte, string) {
+	t.Helper()
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,11 +76,11 @@ func NewKeySigner(t testing.TB) *Signer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := filepath.Join(t.TempDir(), "cosign.pub")
+	f := filepath.Join(t.TempDir(), name)
 	if err := os.WriteFile(f, pub, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return &Signer{sv: sv, PubFile: f}
+	return priv, pub, f
 }
 
 // Sign signs ref as `cosign sign` does (tlog upload off) and attaches the
@@ -279,18 +289,7 @@ type Rekor struct {
 // NewRekor makes a log key.
 func NewRekor(t testing.TB) *Rekor {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, err := cryptoutils.MarshalPublicKeyToPEM(key.Public())
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := filepath.Join(t.TempDir(), "rekor.pub")
-	if err := os.WriteFile(f, pub, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	key, _, f := newKey(t, "rekor.pub")
 	return &Rekor{key: key, PubFile: f}
 }
 
@@ -331,14 +330,6 @@ func (r *Rekor) bundle(t testing.TB, payload []byte, b64sig string, publicKeyPEM
 	return &cbundle.RekorBundle{SignedEntryTimestamp: set, Payload: p}
 }
 
-func (s *Signer) public() crypto.PublicKey {
-	pub, err := s.sv.PublicKey()
-	if err != nil {
-		panic(err) // an in-memory ECDSA key always has one
-	}
-	return pub
-}
-
 // SignLogged signs ref like Sign and adds the bundle of a log entry
 // integrated at the given time.
 func (s *Signer) SignLogged(t testing.TB, ref name.Digest, log *Rekor, at time.Time) {
@@ -346,11 +337,7 @@ func (s *Signer) SignLogged(t testing.TB, ref name.Digest, log *Rekor, at time.T
 	s.sign(t, ref, func(payload []byte, b64sig string) []static.Option {
 		key := s.cert
 		if key == nil {
-			pub, err := cryptoutils.MarshalPublicKeyToPEM(s.public())
-			if err != nil {
-				t.Fatal(err)
-			}
-			key = pub
+			key = s.pubPEM
 		}
 		return []static.Option{static.WithBundle(log.bundle(t, payload, b64sig, key, at))}
 	})

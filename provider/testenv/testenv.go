@@ -16,9 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/moat-dev/moat/provider/internal/app"
 	"github.com/moat-dev/moat/provider/internal/certs"
@@ -208,18 +206,11 @@ func (e *Env) Push(tb testing.TB, repoTag string) (ref, digest string) {
 func (e *Env) PushImage(tb testing.TB, repoTag string, img v1.Image) (ref, digest string) {
 	tb.Helper()
 	ref = e.RegistryHost + "/" + repoTag
-	t, err := name.NewTag(ref, name.Insecure)
+	d, err := devregistry.Write(context.Background(), ref, img)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if err := remote.Write(t, img); err != nil {
-		tb.Fatal(err)
-	}
-	d, err := img.Digest()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return ref, d.String()
+	return ref, d.DigestStr()
 }
 
 // PushSample pushes the sample image called sample (samples.Images,

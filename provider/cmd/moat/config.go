@@ -73,3 +73,24 @@ func (l *listFlag) Set(s string) error {
 	}
 	return nil
 }
+
+// parseServerFlags parses the flags of a TLS server command (serve,
+// scanner): the command line, then the --config file under it, no
+// positional arguments, and the three certificate files required.
+func parseServerFlags(fs *flag.FlagSet, args []string, configFile, tlsCert, tlsKey, clientCA *string) error {
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *configFile != "" {
+		if err := applyConfigFile(fs, *configFile); err != nil {
+			return err
+		}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Sprintf("unexpected arguments: %s", strings.Join(fs.Args(), " "))}
+	}
+	if *tlsCert == "" || *tlsKey == "" || *clientCA == "" {
+		return usageError{"--tls-cert, --tls-key and --client-ca are required (run 'moat dev-certs --out DIR' for development certificates)"}
+	}
+	return nil
+}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	"github.com/moat-dev/moat/provider/internal/app"
@@ -33,19 +32,8 @@ func runScanner(ctx context.Context, args []string, _, stderr io.Writer) error {
 	eng := engineFlags(fs)
 	var insecureRegs listFlag
 	fs.Var(&insecureRegs, "insecure-registries", "comma-separated registry hosts (host:port) that may be reached over plain HTTP; no other host is")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseServerFlags(fs, args, configFile, tlsCert, tlsKey, clientCA); err != nil {
 		return err
-	}
-	if *configFile != "" {
-		if err := applyConfigFile(fs, *configFile); err != nil {
-			return err
-		}
-	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Sprintf("unexpected arguments: %s", strings.Join(fs.Args(), " "))}
-	}
-	if *tlsCert == "" || *tlsKey == "" || *clientCA == "" {
-		return usageError{"--tls-cert, --tls-key and --client-ca are required (run 'moat dev-certs --out DIR' for development certificates)"}
 	}
 	if *workers < 1 {
 		return usageError{"--workers must be positive"}

@@ -11,9 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
-
 	"github.com/moat-dev/moat/provider/internal/client"
 	"github.com/moat-dev/moat/provider/internal/devregistry"
 	"github.com/moat-dev/moat/provider/internal/samples"
@@ -25,14 +22,10 @@ func pushSample(t *testing.T, host, repoTag, sample string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ref, err := name.NewTag(host+"/"+repoTag, name.Insecure)
-	if err != nil {
+	if _, err := devregistry.Write(context.Background(), host+"/"+repoTag, img); err != nil {
 		t.Fatal(err)
 	}
-	if err := remote.Write(ref, img); err != nil {
-		t.Fatal(err)
-	}
-	return ref.String()
+	return host + "/" + repoTag
 }
 
 // scanStatus asks /validate about key until status is one of want.

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/moat-dev/moat/provider/internal/app"
@@ -47,19 +46,8 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	sigCfg := signatureFlags(fs)
 	var insecureRegs listFlag
 	fs.Var(&insecureRegs, "insecure-registries", "comma-separated registry hosts (host:port) that may be reached over plain HTTP; no other host is")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseServerFlags(fs, args, configFile, tlsCert, tlsKey, clientCA); err != nil {
 		return err
-	}
-	if *configFile != "" {
-		if err := applyConfigFile(fs, *configFile); err != nil {
-			return err
-		}
-	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Sprintf("unexpected arguments: %s", strings.Join(fs.Args(), " "))}
-	}
-	if *tlsCert == "" || *tlsKey == "" || *clientCA == "" {
-		return usageError{"--tls-cert, --tls-key and --client-ca are required (run 'moat dev-certs --out DIR' for development certificates)"}
 	}
 	if *maxKeys <= 0 || *maxBody <= 0 || *cacheSize <= 0 || *perHost <= 0 {
 		return usageError{"--max-keys, --max-request-bytes, --cache-size and --registry-concurrency must be positive"}

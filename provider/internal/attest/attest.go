@@ -144,7 +144,7 @@ func findings(raw json.RawMessage) ([]scan.Finding, error) {
 	switch {
 	case r.Matches != nil:
 		for _, m := range *r.Matches {
-			f := scan.Finding{ID: m.Vulnerability.ID, Severity: severity(m.Vulnerability.Severity), Package: m.Artifact.Name, Installed: m.Artifact.Version}
+			f := scan.Finding{ID: m.Vulnerability.ID, Severity: scan.ParseSeverity(m.Vulnerability.Severity), Package: m.Artifact.Name, Installed: m.Artifact.Version}
 			if m.Vulnerability.Fix.State == "fixed" && len(m.Vulnerability.Fix.Versions) > 0 {
 				f.Fixed = m.Vulnerability.Fix.Versions[0]
 			}
@@ -153,7 +153,7 @@ func findings(raw json.RawMessage) ([]scan.Finding, error) {
 	case r.Results != nil:
 		for _, res := range *r.Results {
 			for _, v := range res.Vulnerabilities {
-				out = append(out, scan.Finding{ID: v.ID, Severity: severity(v.Severity), Package: v.Package, Installed: v.Installed, Fixed: v.Fixed})
+				out = append(out, scan.Finding{ID: v.ID, Severity: scan.ParseSeverity(v.Severity), Package: v.Package, Installed: v.Installed, Fixed: v.Fixed})
 			}
 		}
 	default:
@@ -165,12 +165,4 @@ func findings(raw json.RawMessage) ([]scan.Finding, error) {
 		}
 	}
 	return out, nil
-}
-
-func severity(s string) string {
-	switch s = strings.ToLower(s); s {
-	case "critical", "high", "medium", "low", "negligible":
-		return s
-	}
-	return "unknown"
 }

@@ -3,19 +3,16 @@ package attest_test
 import (
 	"context"
 	"errors"
-	"io"
-	"log"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/random"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/moat-dev/moat/provider/internal/attest"
+	"github.com/moat-dev/moat/provider/internal/devregistry"
 	"github.com/moat-dev/moat/provider/internal/scan"
 	"github.com/moat-dev/moat/provider/internal/sigcheck"
 	"github.com/moat-dev/moat/provider/testenv"
@@ -30,7 +27,7 @@ const (
 
 func setup(t *testing.T) (host string, key *testenv.Signer, src *attest.Source) {
 	t.Helper()
-	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	srv := httptest.NewServer(devregistry.New())
 	t.Cleanup(srv.Close)
 	key = testenv.NewKeySigner(t)
 	v, err := sigcheck.New(sigcheck.Options{Trust: sigcheck.Trust{KeyFiles: []string{key.PubFile}, IgnoreTlog: true}, Insecure: func(string) bool { return true }})
@@ -42,13 +39,15 @@ func setup(t *testing.T) (host string, key *testenv.Signer, src *attest.Source) 
 
 func push(t *testing.T, host, repo string) name.Digest {
 	t.Helper()
-	img, _ := random.Image(128, 1)
-	tag, _ := name.NewTag(host+"/"+repo+":v1", name.Insecure)
-	if err := remote.Write(tag, img); err != nil {
+	img, err := random.Image(128, 1)
+	if err != nil {
 		t.Fatal(err)
 	}
-	d, _ := img.Digest()
-	return tag.Context().Digest(d.String())
+	d, err := devregistry.Write(context.Background(), host+"/"+repo+":v1", img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
 }
 
 func judge(t *testing.T, src *attest.Source, ref name.Digest) (scan.Report, error) {

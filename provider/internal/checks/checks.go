@@ -38,7 +38,7 @@ type Check interface {
 type Outcome struct {
 	// Fragment is the answer as JSON object members, without the braces.
 	Fragment []byte
-	// TTL is how long it is served; 0 means the Service's FailedTTL.
+	// TTL is how long it is served; 0 or less means one second.
 	TTL time.Duration
 	// Version is Check.Version when the check ran.
 	Version string

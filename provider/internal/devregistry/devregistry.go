@@ -137,18 +137,11 @@ type Image struct {
 func Seed(ctx context.Context, host string) ([]Image, error) {
 	var out []Image
 	push := func(repoTag string, img v1.Image) error {
-		ref, err := name.NewTag(host+"/"+repoTag, name.Insecure)
+		d, err := Write(ctx, host+"/"+repoTag, img)
 		if err != nil {
 			return err
 		}
-		if err := remote.Write(ref, img, remote.WithContext(ctx)); err != nil {
-			return err
-		}
-		d, err := img.Digest()
-		if err != nil {
-			return err
-		}
-		out = append(out, Image{Ref: ref.String(), Digest: d.String()})
+		out = append(out, Image{Ref: host + "/" + repoTag, Digest: d.DigestStr()})
 		return nil
 	}
 	for _, tag := range []string{"demo/app:v1", "demo/app:v2"} {
@@ -206,19 +199,32 @@ func Seed(ctx context.Context, host string) ([]Image, error) {
 // Push writes a random image under ref ("host/repo:tag") and returns its
 // digest; tests use it to move a tag.
 func Push(ctx context.Context, ref string) (string, error) {
-	t, err := name.NewTag(ref, name.Insecure)
-	if err != nil {
-		return "", err
-	}
 	img, err := random.Image(256, 1)
 	if err != nil {
 		return "", err
 	}
-	if err := remote.Write(t, img, remote.WithContext(ctx)); err != nil {
+	d, err := Write(ctx, ref, img)
+	if err != nil {
 		return "", err
 	}
+	return d.DigestStr(), nil
+}
+
+// Write pushes img under ref ("host/repo:tag", plain HTTP: a development
+// registry) and returns the digest reference it now has.
+func Write(ctx context.Context, ref string, img v1.Image) (name.Digest, error) {
+	t, err := name.NewTag(ref, name.Insecure)
+	if err != nil {
+		return name.Digest{}, err
+	}
+	if err := remote.Write(t, img, remote.WithContext(ctx)); err != nil {
+		return name.Digest{}, err
+	}
 	d, err := img.Digest()
-	return d.String(), err
+	if err != nil {
+		return name.Digest{}, err
+	}
+	return t.Context().Digest(d.String()), nil
 }
 
 func sortedNames() []string {

@@ -171,12 +171,7 @@ func severity(md *vulnerability.Metadata) string {
 	if md == nil {
 		return "unknown"
 	}
-	s := strings.ToLower(md.Severity)
-	switch s {
-	case "critical", "high", "medium", "low", "negligible":
-		return s
-	}
-	return "unknown"
+	return scan.ParseSeverity(md.Severity)
 }
 
 func moduleVersion(path string) string {

@@ -3,7 +3,6 @@ package grypescan_test
 import (
 	"context"
 	"io"
-	"log"
 	"log/slog"
 	"net/http/httptest"
 	"os"
@@ -13,11 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/moat-dev/moat/provider/internal/devregistry"
 	"github.com/moat-dev/moat/provider/internal/grypescan"
 	"github.com/moat-dev/moat/provider/internal/samples"
 	"github.com/moat-dev/moat/provider/internal/scan"
@@ -28,25 +25,18 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 func startRegistry(t testing.TB) string {
 	t.Helper()
-	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	srv := httptest.NewServer(devregistry.New())
 	t.Cleanup(srv.Close)
 	return strings.TrimPrefix(srv.URL, "http://")
 }
 
 func push(t testing.TB, host, repo string, img v1.Image) string {
 	t.Helper()
-	ref, err := name.ParseReference(host + "/" + repo + ":v1")
+	d, err := devregistry.Write(context.Background(), host+"/"+repo+":v1", img)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := remote.Write(ref, img); err != nil {
-		t.Fatal(err)
-	}
-	d, err := img.Digest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return host + "/" + repo + "@" + d.String()
+	return d.String()
 }
 
 func sample(t testing.TB, host, n string) string {

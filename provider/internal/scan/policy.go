@@ -3,6 +3,7 @@ package scan
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -46,13 +47,15 @@ func (p Policy) Validate() error {
 	return nil
 }
 
-func isSeverity(s string) bool {
-	for _, v := range Severities {
-		if v == s {
-			return true
-		}
+func isSeverity(s string) bool { return slices.Contains(Severities, s) }
+
+// ParseSeverity is a scanner's severity in Moat's words: lower case, and
+// "unknown" for anything that is not one of Severities.
+func ParseSeverity(s string) string {
+	if s = strings.ToLower(s); isSeverity(s) {
+		return s
 	}
-	return false
+	return "unknown"
 }
 
 // Report is the scan part of the /validate value (schema moat.v1).
@@ -87,7 +90,7 @@ func (p Policy) Judge(res Result) Report {
 			continue
 		}
 		counted.Add(f.Severity)
-		worst[normSeverity(f.Severity)] = append(worst[normSeverity(f.Severity)], f.ID)
+		worst[ParseSeverity(f.Severity)] = append(worst[ParseSeverity(f.Severity)], f.ID)
 	}
 	var broken []string
 	for _, s := range Severities {
@@ -133,13 +136,6 @@ func (r *Report) Fragment() []byte {
 	return b[1 : len(b)-1]
 }
 
-func normSeverity(s string) string {
-	if isSeverity(s) {
-		return s
-	}
-	return "unknown"
-}
-
 var severityRank = func() map[string]int {
 	m := map[string]int{}
 	for i, s := range Severities {
@@ -153,7 +149,7 @@ var severityRank = func() map[string]int {
 func mostSevere(fs []Finding, n int) ([]Finding, int) {
 	out := append([]Finding(nil), fs...)
 	sort.SliceStable(out, func(i, j int) bool {
-		ri, rj := severityRank[normSeverity(out[i].Severity)], severityRank[normSeverity(out[j].Severity)]
+		ri, rj := severityRank[ParseSeverity(out[i].Severity)], severityRank[ParseSeverity(out[j].Severity)]
 		if ri != rj {
 			return ri < rj
 		}

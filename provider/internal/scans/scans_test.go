@@ -203,7 +203,7 @@ func TestFullQueueAnswersPendingThenEveryImageGetsItsReport(t *testing.T) {
 		t.Errorf("%d of 50 answers say the queue is full; want at least 39", full)
 	}
 	if n := testutil.ToFloat64(env.Metrics.Scans.QueueFull); n != float64(full) {
-		t.Errorf("moat_scan_queue_full_total %v, %d answers said so", n, full)
+		t.Errorf("moat_scans_queue_full_total %v, %d answers said so", n, full)
 	}
 	for _, v := range settle(t, env, refs...) {
 		if v.Status != scan.Accepted {

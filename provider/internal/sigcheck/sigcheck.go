@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -63,15 +64,16 @@ type Options struct {
 
 // Verifier verifies signatures. Safe for concurrent use.
 type Verifier struct {
-	opts    Options
-	keys    []namedKey
-	keyless *cosign.CheckOpts // nil without identities
-	base    cosign.CheckOpts
+	opts Options
+	// trusts are tried in order: each key, then the keyless identities.
+	trusts []trust
 }
 
-type namedKey struct {
-	name     string
-	verifier signature.Verifier
+// trust is one way a signature can verify: cosign's options for it, and
+// how to name the signer it verifies.
+type trust struct {
+	opts cosign.CheckOpts
+	who  func(oci.Signature) string
 }
 
 // Result is one image's signature status (the `signature` field, moat.v1).
@@ -100,29 +102,18 @@ func New(opts Options) (*Verifier, error) {
 		opts.Insecure = func(string) bool { return false }
 	}
 	v := &Verifier{opts: opts}
-	v.base = cosign.CheckOpts{ClaimVerifier: cosign.SimpleClaimVerifier, IgnoreTlog: t.IgnoreTlog, IgnoreSCT: t.CTLogKey == ""}
+	base := cosign.CheckOpts{ClaimVerifier: cosign.SimpleClaimVerifier, IgnoreTlog: t.IgnoreTlog, IgnoreSCT: t.CTLogKey == ""}
+	var err error
 	if t.RekorKey != "" {
-		pem, err := os.ReadFile(t.RekorKey)
-		if err != nil {
-			return nil, fmt.Errorf("signatures: Rekor key: %w", err)
+		if base.RekorPubKeys, err = logKey("Rekor key", t.RekorKey); err != nil {
+			return nil, err
 		}
-		keys := cosign.NewTrustedTransparencyLogPubKeys()
-		if err := keys.AddTransparencyLogPubKey(pem, tuf.Active); err != nil {
-			return nil, fmt.Errorf("signatures: Rekor key %s: %w", t.RekorKey, err)
-		}
-		v.base.RekorPubKeys = &keys
-		v.base.Offline = true // the bundle in the signature is verified; Rekor is never called
+		base.Offline = true // the bundle in the signature is verified; Rekor is never called
 	}
 	if t.CTLogKey != "" {
-		pem, err := os.ReadFile(t.CTLogKey)
-		if err != nil {
-			return nil, fmt.Errorf("signatures: CT log key: %w", err)
+		if base.CTLogPubKeys, err = logKey("CT log key", t.CTLogKey); err != nil {
+			return nil, err
 		}
-		keys := cosign.NewTrustedTransparencyLogPubKeys()
-		if err := keys.AddTransparencyLogPubKey(pem, tuf.Active); err != nil {
-			return nil, fmt.Errorf("signatures: CT log key %s: %w", t.CTLogKey, err)
-		}
-		v.base.CTLogPubKeys = &keys
 	}
 	for _, f := range t.KeyFiles {
 		pem, err := os.ReadFile(f)
@@ -137,7 +128,9 @@ func New(opts Options) (*Verifier, error) {
 		if err != nil {
 			return nil, fmt.Errorf("signatures: public key %s: %w", f, err)
 		}
-		v.keys = append(v.keys, namedKey{name: "key " + filepath.Base(f), verifier: sv})
+		co, name := base, "key "+filepath.Base(f)
+		co.SigVerifier = sv
+		v.trusts = append(v.trusts, trust{opts: co, who: func(oci.Signature) string { return name }})
 	}
 	if len(t.Identities) > 0 {
 		if t.FulcioRoots == "" {
@@ -159,11 +152,24 @@ func New(opts Options) (*Verifier, error) {
 				inter.AddCert(c)
 			}
 		}
-		co := v.base
+		co := base
 		co.RootCerts, co.IntermediateCerts, co.Identities = roots, inter, t.Identities
-		v.keyless = &co
+		v.trusts = append(v.trusts, trust{opts: co, who: keylessIdentity})
 	}
 	return v, nil
+}
+
+// logKey reads the PEM public key of a transparency log (Rekor or CT).
+func logKey(what, path string) (*cosign.TrustedTransparencyLogPubKeys, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("signatures: %s: %w", what, err)
+	}
+	keys := cosign.NewTrustedTransparencyLogPubKeys()
+	if err := keys.AddTransparencyLogPubKey(pem, tuf.Active); err != nil {
+		return nil, fmt.Errorf("signatures: %s %s: %w", what, path, err)
+	}
+	return &keys, nil
 }
 
 func isSelfSigned(c *x509.Certificate) bool {
@@ -200,25 +206,16 @@ func (v *Verifier) reference(ctx context.Context, image string) (name.Digest, []
 	return ref, []ociremote.Option{ociremote.WithRemoteOptions(remote.WithAuthFromKeychain(v.opts.Keychain), remote.WithContext(ctx))}, nil
 }
 
-// each runs verify with the options of every trusted key, then of the
-// keyless identities, until one returns signatures; it returns them and
-// how to name their signer, or why none verified.
+// each runs verify with the options of every trust in turn until one
+// returns signatures; it returns them and how to name their signer, or why
+// none verified.
 func (v *Verifier) each(verify func(*cosign.CheckOpts) ([]oci.Signature, error)) ([]oci.Signature, func(oci.Signature) string, error) {
 	var reasons []string
-	for _, k := range v.keys {
-		co := v.base
-		co.SigVerifier = k.verifier
+	for _, tr := range v.trusts {
+		co := tr.opts // a copy: verify sets per-call options on it
 		sigs, err := verify(&co)
 		if err == nil && len(sigs) > 0 {
-			return sigs, func(oci.Signature) string { return k.name }, nil
-		}
-		reasons = append(reasons, explain(err))
-	}
-	if v.keyless != nil {
-		co := *v.keyless
-		sigs, err := verify(&co)
-		if err == nil && len(sigs) > 0 {
-			return sigs, keylessIdentity, nil
+			return sigs, tr.who, nil
 		}
 		reasons = append(reasons, explain(err))
 	}
@@ -340,11 +337,7 @@ func explain(err error) string {
 func dedupe(ss []string) []string {
 	var out []string
 	for _, s := range ss {
-		found := false
-		for _, o := range out {
-			found = found || o == s
-		}
-		if !found {
+		if !slices.Contains(out, s) {
 			out = append(out, s)
 		}
 	}

@@ -2,26 +2,23 @@ package sigcheck_test
 
 import (
 	"context"
-	"io"
-	"log"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/random"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/sigstore/cosign/v2/pkg/cosign"
 
+	"github.com/moat-dev/moat/provider/internal/devregistry"
 	"github.com/moat-dev/moat/provider/internal/sigcheck"
 	"github.com/moat-dev/moat/provider/testenv"
 )
 
 func startRegistry(t *testing.T) string {
 	t.Helper()
-	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	srv := httptest.NewServer(devregistry.New())
 	t.Cleanup(srv.Close)
 	return strings.TrimPrefix(srv.URL, "http://")
 }
@@ -33,15 +30,11 @@ func pushImage(t *testing.T, host, repo string) name.Digest {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tag, err := name.NewTag(host+"/"+repo+":v1", name.Insecure)
+	d, err := devregistry.Write(context.Background(), host+"/"+repo+":v1", img)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := remote.Write(tag, img); err != nil {
-		t.Fatal(err)
-	}
-	d, _ := img.Digest()
-	return tag.Context().Digest(d.String())
+	return d
 }
 
 func verifier(t *testing.T, trust sigcheck.Trust) *sigcheck.Verifier {

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/anchore/clio"
@@ -58,6 +59,7 @@ type DB struct {
 
 	mu      sync.Mutex
 	cur     *Snapshot
+	curID   atomic.Pointer[string] // cur's ID, for Current
 	seq     int
 	lastErr error
 	loading sync.Mutex // one load at a time
@@ -102,13 +104,12 @@ func (d *DB) lastError() error {
 }
 
 // Current identifies the database scans use now ("" when none).
+// It is read on every cached lookup, so it takes no lock.
 func (d *DB) Current() string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.cur == nil {
-		return ""
+	if id := d.curID.Load(); id != nil {
+		return *id
 	}
-	return d.cur.ID
+	return ""
 }
 
 func (d *DB) release(s *Snapshot) {
@@ -136,6 +137,7 @@ func (d *DB) Load(from string) error {
 	}
 	old := d.cur
 	d.cur, d.lastErr = s, nil
+	d.curID.Store(&s.ID)
 	closeOld := old != nil && old.refs == 0
 	if old != nil {
 		old.gone = true
@@ -259,6 +261,7 @@ func (d *DB) Close() {
 	d.mu.Lock()
 	s := d.cur
 	d.cur = nil
+	d.curID.Store(nil)
 	closeIt := s != nil && s.refs == 0
 	if s != nil {
 		s.gone = true

@@ -16,7 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/random"
 
 	"github.com/moat-dev/moat/provider/internal/app"
 	"github.com/moat-dev/moat/provider/internal/certs"
@@ -262,4 +264,28 @@ func (b *SyncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return string(b.buf)
+}
+
+// StartRegistry starts a bare in-memory registry (no provider), stopped
+// when tb ends, and returns its "127.0.0.1:port".
+func StartRegistry(tb testing.TB) string {
+	tb.Helper()
+	srv := httptest.NewServer(devregistry.New())
+	tb.Cleanup(srv.Close)
+	return strings.TrimPrefix(srv.URL, "http://")
+}
+
+// PushRandom pushes a random image to host/repoTag and returns its digest
+// reference.
+func PushRandom(tb testing.TB, host, repoTag string) name.Digest {
+	tb.Helper()
+	img, err := random.Image(256, 1)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	d, err := devregistry.Write(context.Background(), host+"/"+repoTag, img)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return d
 }

@@ -3,16 +3,13 @@ package attest_test
 import (
 	"context"
 	"errors"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/random"
 
 	"github.com/moat-dev/moat/provider/internal/attest"
-	"github.com/moat-dev/moat/provider/internal/devregistry"
 	"github.com/moat-dev/moat/provider/internal/scan"
 	"github.com/moat-dev/moat/provider/internal/sigcheck"
 	"github.com/moat-dev/moat/provider/testenv"
@@ -27,27 +24,12 @@ const (
 
 func setup(t *testing.T) (host string, key *testenv.Signer, src *attest.Source) {
 	t.Helper()
-	srv := httptest.NewServer(devregistry.New())
-	t.Cleanup(srv.Close)
 	key = testenv.NewKeySigner(t)
 	v, err := sigcheck.New(sigcheck.Options{Trust: sigcheck.Trust{KeyFiles: []string{key.PubFile}, IgnoreTlog: true}, Insecure: func(string) bool { return true }})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return strings.TrimPrefix(srv.URL, "http://"), key, &attest.Source{Verifier: v}
-}
-
-func push(t *testing.T, host, repo string) name.Digest {
-	t.Helper()
-	img, err := random.Image(128, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := devregistry.Write(context.Background(), host+"/"+repo+":v1", img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d
+	return testenv.StartRegistry(t), key, &attest.Source{Verifier: v}
 }
 
 func judge(t *testing.T, src *attest.Source, ref name.Digest) (scan.Report, error) {
@@ -63,7 +45,7 @@ func TestAttestedReportsDecideByTheScanPolicy(t *testing.T) {
 	host, key, src := setup(t)
 	now := time.Now()
 
-	crit := push(t, host, "app/critical")
+	crit := testenv.PushRandom(t, host, "app/critical:v1")
 	key.Attest(t, crit, "vuln", testenv.VulnPredicate("https://github.com/anchore/grype", grypeCritical, now))
 	r, err := judge(t, src, crit)
 	if err != nil || r.Status != scan.Rejected || *r.Vulnerabilities != (scan.Counts{Critical: 1, Low: 1}) || *r.Fixable != (scan.Counts{Critical: 1}) {
@@ -73,14 +55,14 @@ func TestAttestedReportsDecideByTheScanPolicy(t *testing.T) {
 		t.Errorf("scanner and findings: %+v %+v", r.Scanner, r.Findings)
 	}
 
-	clean := push(t, host, "app/clean")
+	clean := testenv.PushRandom(t, host, "app/clean:v1")
 	key.Attest(t, clean, "vuln", testenv.VulnPredicate("https://github.com/aquasecurity/trivy", trivyClean, now))
 	if r, err := judge(t, src, clean); err != nil || r.Status != scan.Accepted || *r.Vulnerabilities != (scan.Counts{}) {
 		t.Errorf("Trivy report with no findings: %+v %v", r, err)
 	}
 
 	// The newest attestation wins.
-	twice := push(t, host, "app/rescanned")
+	twice := testenv.PushRandom(t, host, "app/rescanned:v1")
 	key.Attest(t, twice, "vuln", testenv.VulnPredicate("https://github.com/aquasecurity/trivy", trivyHigh, now.Add(-time.Hour)))
 	key.Attest(t, twice, "vuln", testenv.VulnPredicate("https://github.com/aquasecurity/trivy", trivyClean, now))
 	if r, err := judge(t, src, twice); err != nil || r.Status != scan.Accepted || r.Vulnerabilities.High != 0 {
@@ -92,24 +74,24 @@ func TestMissingBadAndUntrustedAttestations(t *testing.T) {
 	host, key, src := setup(t)
 	now := time.Now()
 
-	none := push(t, host, "app/none")
+	none := testenv.PushRandom(t, host, "app/none:v1")
 	if _, err := judge(t, src, none); !errors.Is(err, scan.ErrNoReport) || !strings.Contains(err.Error(), "no vulnerability attestation") {
 		t.Errorf("no attestation: %v; want report_not_available", err)
 	}
 
-	other := push(t, host, "app/other")
+	other := testenv.PushRandom(t, host, "app/other:v1")
 	key.Attest(t, other, "custom", []byte(`{"built":"by CI"}`))
 	if _, err := judge(t, src, other); !errors.Is(err, scan.ErrNoReport) || !strings.Contains(err.Error(), "other predicate types") {
 		t.Errorf("only another predicate type: %v", err)
 	}
 
-	bad := push(t, host, "app/bad")
+	bad := testenv.PushRandom(t, host, "app/bad:v1")
 	key.Attest(t, bad, "vuln", testenv.VulnPredicate("https://github.com/anchore/grype", `"not a report"`, now))
 	if _, err := judge(t, src, bad); err == nil || errors.Is(err, scan.ErrNoReport) || scan.KindOf(err) != "attestation" {
 		t.Errorf("unreadable report: %v; want scan_failed", err)
 	}
 
-	untrusted := push(t, host, "app/untrusted")
+	untrusted := testenv.PushRandom(t, host, "app/untrusted:v1")
 	testenv.NewKeySigner(t).Attest(t, untrusted, "vuln", testenv.VulnPredicate("https://github.com/anchore/grype", trivyClean, now))
 	if _, err := judge(t, src, untrusted); err == nil || !strings.Contains(err.Error(), "no attestation verifies") {
 		t.Errorf("attested by an untrusted key: %v; want scan_failed", err)

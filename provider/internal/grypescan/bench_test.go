@@ -7,13 +7,14 @@ import (
 
 	"github.com/moat-dev/moat/provider/internal/samples"
 	"github.com/moat-dev/moat/provider/internal/vulndb"
+	"github.com/moat-dev/moat/provider/testenv"
 )
 
 // BenchmarkScannerMemory is the heap the engine holds with the sample
 // database loaded, after a scan; run it first (-benchtime=1x) so syft's
 // license scanner, built once per process, is counted.
 func BenchmarkScannerMemory(b *testing.B) {
-	host := startRegistry(b)
+	host := testenv.StartRegistry(b)
 	ref := sample(b, host, "high")
 	path := writeDB(b, samples.Vulns)
 	for range b.N {
@@ -34,7 +35,7 @@ func BenchmarkScannerMemory(b *testing.B) {
 // BenchmarkScanSmallImage scans the "high" sample image (one npm package)
 // from a registry on loopback: pull, catalog, match.
 func BenchmarkScanSmallImage(b *testing.B) {
-	host := startRegistry(b)
+	host := testenv.StartRegistry(b)
 	ref := sample(b, host, "high")
 	db := newDB(b, vulndb.Options{Dir: b.TempDir()})
 	if err := db.Load(writeDB(b, samples.Vulns)); err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,16 +18,10 @@ import (
 	"github.com/moat-dev/moat/provider/internal/samples"
 	"github.com/moat-dev/moat/provider/internal/scan"
 	"github.com/moat-dev/moat/provider/internal/vulndb"
+	"github.com/moat-dev/moat/provider/testenv"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
-
-func startRegistry(t testing.TB) string {
-	t.Helper()
-	srv := httptest.NewServer(devregistry.New())
-	t.Cleanup(srv.Close)
-	return strings.TrimPrefix(srv.URL, "http://")
-}
 
 func push(t testing.TB, host, repo string, img v1.Image) string {
 	t.Helper()
@@ -88,7 +81,7 @@ func ids(fs []scan.Finding) string {
 }
 
 func TestNoDatabaseMeansScanFailedWithTheReason(t *testing.T) {
-	host := startRegistry(t)
+	host := testenv.StartRegistry(t)
 	ref := sample(t, host, "critical")
 	db := newDB(t, vulndb.Options{})
 	_, err := engine(t, db).Scan(context.Background(), ref)
@@ -113,7 +106,7 @@ func TestNoDatabaseMeansScanFailedWithTheReason(t *testing.T) {
 }
 
 func TestTooOldDatabaseFailsScans(t *testing.T) {
-	host := startRegistry(t)
+	host := testenv.StartRegistry(t)
 	ref := sample(t, host, "critical")
 	db := newDB(t, vulndb.Options{MaxAge: time.Nanosecond})
 	if err := db.Load(writeDB(t, samples.Vulns)); err != nil {
@@ -127,7 +120,7 @@ func TestTooOldDatabaseFailsScans(t *testing.T) {
 }
 
 func TestNewDatabaseSwapsInWhileScansRun(t *testing.T) {
-	host := startRegistry(t)
+	host := testenv.StartRegistry(t)
 	ref := sample(t, host, "high")
 	dir := filepath.Join(t.TempDir(), "dbs")
 	db := newDB(t, vulndb.Options{Dir: dir})

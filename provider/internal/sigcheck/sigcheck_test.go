@@ -2,40 +2,15 @@ package sigcheck_test
 
 import (
 	"context"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/sigstore/cosign/v2/pkg/cosign"
 
-	"github.com/moat-dev/moat/provider/internal/devregistry"
 	"github.com/moat-dev/moat/provider/internal/sigcheck"
 	"github.com/moat-dev/moat/provider/testenv"
 )
-
-func startRegistry(t *testing.T) string {
-	t.Helper()
-	srv := httptest.NewServer(devregistry.New())
-	t.Cleanup(srv.Close)
-	return strings.TrimPrefix(srv.URL, "http://")
-}
-
-// pushImage pushes a random image and returns its digest reference.
-func pushImage(t *testing.T, host, repo string) name.Digest {
-	t.Helper()
-	img, err := random.Image(256, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := devregistry.Write(context.Background(), host+"/"+repo+":v1", img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d
-}
 
 func verifier(t *testing.T, trust sigcheck.Trust) *sigcheck.Verifier {
 	t.Helper()
@@ -47,28 +22,28 @@ func verifier(t *testing.T, trust sigcheck.Trust) *sigcheck.Verifier {
 }
 
 func TestKeys(t *testing.T) {
-	host := startRegistry(t)
+	host := testenv.StartRegistry(t)
 	trusted, other := testenv.NewKeySigner(t), testenv.NewKeySigner(t)
 	v := verifier(t, sigcheck.Trust{KeyFiles: []string{trusted.PubFile}, IgnoreTlog: true})
 
-	signed := pushImage(t, host, "app/signed")
+	signed := testenv.PushRandom(t, host, "app/signed:v1")
 	trusted.Sign(t, signed)
 	if r := v.Verify(context.Background(), signed.String()); !r.Verified || r.Status != "verified" || r.Identity != "key cosign.pub" {
 		t.Errorf("signed by the trusted key: %+v", r)
 	}
 
-	unsigned := pushImage(t, host, "app/unsigned")
+	unsigned := testenv.PushRandom(t, host, "app/unsigned:v1")
 	if r := v.Verify(context.Background(), unsigned.String()); r.Verified || r.Status != "unverified" || r.Reason != "no signatures found" {
 		t.Errorf("unsigned: %+v", r)
 	}
 
-	untrusted := pushImage(t, host, "app/untrusted")
+	untrusted := testenv.PushRandom(t, host, "app/untrusted:v1")
 	other.Sign(t, untrusted)
 	if r := v.Verify(context.Background(), untrusted.String()); r.Verified || !strings.Contains(r.Reason, "no signature matches") {
 		t.Errorf("signed by an untrusted key: %+v", r)
 	}
 
-	tampered := pushImage(t, host, "app/tampered")
+	tampered := testenv.PushRandom(t, host, "app/tampered:v1")
 	trusted.Sign(t, tampered)
 	testenv.Tamper(t, tampered)
 	if r := v.Verify(context.Background(), tampered.String()); r.Verified || r.Reason == "" || r.Reason == "no signatures found" {
@@ -82,8 +57,8 @@ func TestTransparencyLogChecksAreExplicit(t *testing.T) {
 		t.Errorf("neither a Rekor key nor --signature-ignore-tlog: %v", err)
 	}
 	// With a Rekor key, a signature without a Rekor bundle is refused.
-	host := startRegistry(t)
-	ref := pushImage(t, host, "app/no-bundle")
+	host := testenv.StartRegistry(t)
+	ref := testenv.PushRandom(t, host, "app/no-bundle:v1")
 	k.Sign(t, ref)
 	rekor := testenv.NewKeySigner(t) // any ECDSA key stands in for the log's key: no bundle can verify against it
 	v := verifier(t, sigcheck.Trust{KeyFiles: []string{k.PubFile}, RekorKey: rekor.PubFile})
@@ -93,7 +68,7 @@ func TestTransparencyLogChecksAreExplicit(t *testing.T) {
 }
 
 func TestKeyless(t *testing.T) {
-	host := startRegistry(t)
+	host := testenv.StartRegistry(t)
 	ca := testenv.NewFulcio(t)
 	const workflow = "https://github.com/acme/app/.github/workflows/release.yml@refs/tags/v1"
 	const issuer = "https://token.actions.githubusercontent.com"
@@ -101,7 +76,7 @@ func TestKeyless(t *testing.T) {
 		return verifier(t, sigcheck.Trust{Identities: ids, FulcioRoots: ca.RootPEM, IgnoreTlog: true})
 	}
 
-	ref := pushImage(t, host, "app/keyless")
+	ref := testenv.PushRandom(t, host, "app/keyless:v1")
 	ca.Issue(t, workflow, issuer, time.Now().Add(-time.Minute)).Sign(t, ref)
 	exact := trust(cosign.Identity{Issuer: issuer, Subject: workflow})
 	if r := exact.Verify(context.Background(), ref.String()); !r.Verified || r.Identity != workflow+" (issuer "+issuer+")" {
@@ -116,7 +91,7 @@ func TestKeyless(t *testing.T) {
 		t.Errorf("another identity: %+v", r)
 	}
 
-	expired := pushImage(t, host, "app/expired")
+	expired := testenv.PushRandom(t, host, "app/expired:v1")
 	ca.Issue(t, workflow, issuer, time.Now().Add(-time.Hour)).Sign(t, expired)
 	if r := exact.Verify(context.Background(), expired.String()); r.Verified || !strings.Contains(r.Reason, "expired") {
 		t.Errorf("an expired certificate: %+v", r)
@@ -128,16 +103,16 @@ func TestKeyless(t *testing.T) {
 }
 
 func TestRekorBundles(t *testing.T) {
-	host := startRegistry(t)
+	host := testenv.StartRegistry(t)
 	key, log := testenv.NewKeySigner(t), testenv.NewRekor(t)
 	v := verifier(t, sigcheck.Trust{KeyFiles: []string{key.PubFile}, RekorKey: log.PubFile})
 
-	logged := pushImage(t, host, "app/logged")
+	logged := testenv.PushRandom(t, host, "app/logged:v1")
 	key.SignLogged(t, logged, log, time.Now())
 	if r := v.Verify(context.Background(), logged.String()); !r.Verified {
 		t.Errorf("a signature with a bundle from the trusted log: %+v", r)
 	}
-	otherLog := pushImage(t, host, "app/other-log")
+	otherLog := testenv.PushRandom(t, host, "app/other-log:v1")
 	key.SignLogged(t, otherLog, testenv.NewRekor(t), time.Now())
 	if r := v.Verify(context.Background(), otherLog.String()); r.Verified {
 		t.Errorf("a bundle from a log that is not trusted verified: %+v", r)
@@ -151,12 +126,12 @@ func TestRekorBundles(t *testing.T) {
 	const issuer = "https://token.actions.githubusercontent.com"
 	kl := verifier(t, sigcheck.Trust{Identities: []cosign.Identity{{Issuer: issuer, Subject: workflow}}, FulcioRoots: ca.RootPEM, RekorKey: log.PubFile})
 	signer := ca.Issue(t, workflow, issuer, time.Now().Add(-time.Hour))
-	inTime := pushImage(t, host, "app/logged-in-time")
+	inTime := testenv.PushRandom(t, host, "app/logged-in-time:v1")
 	signer.SignLogged(t, inTime, log, time.Now().Add(-55*time.Minute))
 	if r := kl.Verify(context.Background(), inTime.String()); !r.Verified {
 		t.Errorf("keyless, logged while the certificate was valid: %+v", r)
 	}
-	late := pushImage(t, host, "app/logged-late")
+	late := testenv.PushRandom(t, host, "app/logged-late:v1")
 	signer.SignLogged(t, late, log, time.Now())
 	if r := kl.Verify(context.Background(), late.String()); r.Verified || !strings.Contains(r.Reason, "expired") {
 		t.Errorf("keyless, logged after the certificate expired: %+v", r)

@@ -9,7 +9,7 @@ FUZZTIME  ?= 10s
 BENCHTIME ?= 5s
 HELM      := $(GO) tool -modfile=tools/helm/go.mod helm
 
-.PHONY: help build run run-check test unit fuzz lint policy chart-policy generate bench image clean
+.PHONY: help build run run-check test unit e2e fuzz lint policy chart-policy generate bench image clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -23,12 +23,17 @@ run: build ## dev certificates, a local registry with sample images, moat serve,
 run-check: build ## run `make run` once, non-interactively, and fail if any step fails
 	MOAT_RUN_ONCE=1 MOAT_REGISTRY_PORT=15001 MOAT_PORT=18443 MOAT_METRICS_PORT=18080 ./hack/run.sh
 
-test: lint unit fuzz policy chart-policy run-check ## everything CI runs
+test: lint unit fuzz policy chart-policy run-check e2e ## everything CI runs
 
 unit: ## unit, integration and Gatekeeper-client tests
 	$(GO) test -race -count=1 ./provider/...
-	$(GO) test -count=1 ./test/...
+	$(GO) test -count=1 $(shell $(GO) list ./test/... | grep -v /test/e2e)
 	cd tools/helm && $(GO) test -count=1 ./...
+
+# The first run builds kube-apiserver, kube-controller-manager, etcd and Gatekeeper into
+# $(MOAT_E2E_CACHE) (default ~/.cache/moat-e2e): about a quarter of an hour cold, then seconds.
+e2e: ## end to end: a real API server, controller manager, etcd and Gatekeeper, with moat serve (test/e2e)
+	$(GO) test -count=1 -timeout 40m ./test/e2e/...
 
 fuzz: ## each fuzz target for FUZZTIME (default 10s; FUZZTIME=10m for a longer run)
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./provider/internal/reference

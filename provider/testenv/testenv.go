@@ -219,6 +219,13 @@ func (e *Env) PushImage(tb testing.TB, repoTag string, img v1.Image) (ref, diges
 // "unreadable" or "artifact") to repoTag.
 func (e *Env) PushSample(tb testing.TB, repoTag, sample string) (ref, digest string) {
 	tb.Helper()
+	return PushSampleTo(tb, e.RegistryHost, repoTag, sample)
+}
+
+// PushSampleTo pushes the sample image called sample to host/repoTag and
+// returns the full reference and digest.
+func PushSampleTo(tb testing.TB, host, repoTag, sample string) (ref, digest string) {
+	tb.Helper()
 	var img v1.Image
 	var err error
 	switch sample {
@@ -236,7 +243,12 @@ func (e *Env) PushSample(tb testing.TB, repoTag, sample string) (ref, digest str
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return e.PushImage(tb, repoTag, img)
+	ref = host + "/" + repoTag
+	d, err := devregistry.Write(context.Background(), ref, img)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return ref, d.DigestStr()
 }
 
 // StopRegistry closes the registry and every connection to it, as if it
@@ -270,7 +282,18 @@ func (b *SyncBuffer) String() string {
 // when tb ends, and returns its "127.0.0.1:port".
 func StartRegistry(tb testing.TB) string {
 	tb.Helper()
-	srv := httptest.NewServer(devregistry.New())
+	return StartRegistryWith(tb, nil)
+}
+
+// StartRegistryWith is StartRegistry with the registry's handler wrapped
+// by wrap (nil: as is), for tests that hold or fail some requests.
+func StartRegistryWith(tb testing.TB, wrap func(http.Handler) http.Handler) string {
+	tb.Helper()
+	var h http.Handler = devregistry.New()
+	if wrap != nil {
+		h = wrap(h)
+	}
+	srv := httptest.NewServer(h)
 	tb.Cleanup(srv.Close)
 	return strings.TrimPrefix(srv.URL, "http://")
 }

@@ -188,6 +188,32 @@ func TestSwitches(t *testing.T) {
 	}
 }
 
+// Defender's allowed-images rule admits no image by default; with the
+// Defender set enforced that denies every pod, so the chart takes the
+// registries from values. The default stays Defender's.
+func TestDefenderAllowedImages(t *testing.T) {
+	regex := func(objs []*unstructured.Unstructured) string {
+		c := find(objs, "MoatTrustedRegistries", "defender-allowed-images")
+		if c == nil {
+			t.Fatal("no defender-allowed-images constraint")
+		}
+		r, _, _ := unstructured.NestedString(c.Object, "spec", "parameters", "allowedContainerImagesRegex")
+		return r
+	}
+	if r := regex(render(t, "policies.defender.enabled=true")); r != "^(.+){0}$" {
+		t.Errorf("default: %q, want Defender's own default", r)
+	}
+	// A values file: --set would take the backslashes as its own escapes.
+	want := `^(myregistry\.azurecr\.io|ghcr\.io/acme)/.+$`
+	f := filepath.Join(t.TempDir(), "values.yaml")
+	if err := os.WriteFile(f, []byte("policies:\n  defender:\n    allowedImagesRegex: '"+want+"'\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r := regex(render(t, "policies.defender.enabled=true", "-f="+f)); r != want {
+		t.Errorf("allowedImagesRegex: %q, want %q", r, want)
+	}
+}
+
 func glob(t *testing.T, set string) []string {
 	m, err := filepath.Glob(filepath.Join(root, "constraints", set, "*.yaml"))
 	if err != nil || len(m) == 0 {

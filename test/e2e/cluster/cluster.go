@@ -1,0 +1,178 @@
+package cluster
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+)
+
+// Cluster is etcd, an API server and a controller manager on loopback.
+type Cluster struct {
+	Dir        string // certificates, kubeconfig, data and logs
+	Kubeconfig string // an admin (system:masters) kubeconfig
+	Config     *rest.Config
+	Client     kubernetes.Interface
+	Procs      []*Proc // in start order
+
+	bins *Binaries
+}
+
+// Start starts the control plane in dir. Stop it with Stop.
+func Start(ctx context.Context, bins *Binaries, dir string) (*Cluster, error) {
+	c := &Cluster{Dir: dir, bins: bins}
+	if err := c.start(ctx); err != nil {
+		c.Stop()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Cluster) start(ctx context.Context) error {
+	pki := filepath.Join(c.Dir, "pki")
+	if err := os.MkdirAll(pki, 0o700); err != nil {
+		return err
+	}
+	kubeCA, err := newCA("moat-e2e-kubernetes-ca")
+	if err != nil {
+		return err
+	}
+	caFile := filepath.Join(pki, "ca.crt")
+	if err := os.WriteFile(caFile, kubeCA.pem(), 0o600); err != nil {
+		return err
+	}
+	serveCert, serveKey, err := kubeCA.issue(pki, "apiserver", leaf{cn: "kube-apiserver", server: true,
+		hosts: []string{"127.0.0.1", "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"}})
+	if err != nil {
+		return err
+	}
+	adminCert, adminKey, err := kubeCA.issue(pki, "admin", leaf{cn: "moat-e2e-admin", groups: []string{"system:masters"}, client: true})
+	if err != nil {
+		return err
+	}
+	saKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	saKeyFile := filepath.Join(pki, "sa.key")
+	if err := writeKey(saKeyFile, saKey); err != nil {
+		return err
+	}
+
+	// etcd
+	ports, err := freePorts(4)
+	if err != nil {
+		return err
+	}
+	clientPort, peerPort, metricsPort, apiPort := ports[0], ports[1], ports[2], ports[3]
+	etcdURL := "http://" + loopback(clientPort)
+	etcd, err := start(c.Dir, "etcd", nil, c.bins.Etcd,
+		"--name=e2e", "--data-dir="+filepath.Join(c.Dir, "etcd"),
+		"--listen-client-urls="+etcdURL, "--advertise-client-urls="+etcdURL,
+		"--listen-peer-urls=http://"+loopback(peerPort), "--initial-advertise-peer-urls=http://"+loopback(peerPort),
+		"--initial-cluster=e2e=http://"+loopback(peerPort), "--listen-metrics-urls=http://"+loopback(metricsPort),
+		"--unsafe-no-fsync", "--log-level=warn")
+	if err != nil {
+		return err
+	}
+	c.Procs = append(c.Procs, etcd)
+	if err := etcd.WaitFor("healthy", 30*time.Second, func() error { return HTTPOK(etcdURL + "/health") }); err != nil {
+		return err
+	}
+
+	// kube-apiserver
+	api, err := start(c.Dir, "kube-apiserver", nil, c.bins.APIServer,
+		"--etcd-servers="+etcdURL,
+		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", "--secure-port="+strconv.Itoa(apiPort),
+		// The API server does not publish a loopback address as the
+		// kubernetes Service's endpoint; nothing here needs that Service.
+		"--endpoint-reconciler-type=none",
+		"--tls-cert-file="+serveCert, "--tls-private-key-file="+serveKey,
+		"--client-ca-file="+caFile, "--authorization-mode=Node,RBAC",
+		"--service-account-issuer=https://kubernetes.default.svc", "--service-account-key-file="+saKeyFile,
+		"--service-account-signing-key-file="+saKeyFile, "--service-cluster-ip-range=10.96.0.0/16",
+		// Privileged pods must reach Gatekeeper: its denial is under test.
+		"--allow-privileged=true", "--profiling=false", "--v=0")
+	if err != nil {
+		return err
+	}
+	c.Procs = append(c.Procs, api)
+	server := "https://" + loopback(apiPort)
+	c.Kubeconfig = filepath.Join(c.Dir, "kubeconfig")
+	if err := writeKubeconfig(c.Kubeconfig, server, caFile, adminCert, adminKey); err != nil {
+		return err
+	}
+	if c.Config, err = clientcmd.BuildConfigFromFlags("", c.Kubeconfig); err != nil {
+		return err
+	}
+	c.Config.QPS, c.Config.Burst = 100, 200
+	if c.Client, err = kubernetes.NewForConfig(c.Config); err != nil {
+		return err
+	}
+	err = api.WaitFor("ready", 60*time.Second, func() error {
+		_, err := c.Client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+
+	// kube-controller-manager: the controllers a Deployment needs, and the
+	// one that creates each namespace's default ServiceAccount.
+	kcm, err := start(c.Dir, "kube-controller-manager", nil, c.bins.ControllerManager,
+		"--kubeconfig="+c.Kubeconfig, "--leader-elect=false", "--secure-port=0",
+		"--controllers=deployment-controller,replicaset-controller,serviceaccount-controller,namespace-controller,garbage-collector-controller",
+		"--service-account-private-key-file="+saKeyFile, "--root-ca-file="+caFile, "--v=0")
+	if err != nil {
+		return err
+	}
+	c.Procs = append(c.Procs, kcm)
+	return kcm.WaitFor("creating ServiceAccounts", 60*time.Second, func() error {
+		_, err := c.Client.CoreV1().ServiceAccounts("default").Get(ctx, "default", metav1.GetOptions{})
+		return err
+	})
+}
+
+// KubeVersion is the control plane's Kubernetes version.
+func (c *Cluster) KubeVersion() string { return c.bins.KubeVersion }
+
+// Stop stops every process in reverse start order.
+func (c *Cluster) Stop() {
+	for i := len(c.Procs) - 1; i >= 0; i-- {
+		c.Procs[i].Stop()
+	}
+}
+
+// HTTPOK is nil when GET url answers 200.
+func HTTPOK(url string) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	return nil
+}
+
+func writeKubeconfig(path, server, caFile, certFile, keyFile string) error {
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["e2e"] = &clientcmdapi.Cluster{Server: server, CertificateAuthority: caFile}
+	cfg.AuthInfos["admin"] = &clientcmdapi.AuthInfo{ClientCertificate: certFile, ClientKey: keyFile}
+	cfg.Contexts["e2e"] = &clientcmdapi.Context{Cluster: "e2e", AuthInfo: "admin"}
+	cfg.CurrentContext = "e2e"
+	return clientcmd.WriteToFile(*cfg, path)
+}

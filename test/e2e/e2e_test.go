@@ -1,0 +1,654 @@
+// The whole admission path: a real API server calls Gatekeeper's webhooks
+// with their real budgets and failure policies, and Gatekeeper calls
+// `moat serve` over mutual TLS with its own client certificate, for the
+// policies a user installs from Moat's chart. See README.md here.
+package e2e_test
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/moat-dev/moat/provider/testenv"
+	"github.com/moat-dev/moat/test/e2e/cluster"
+)
+
+const root = "../.."
+
+// Short, so that answers and audits change within a test: Gatekeeper's
+// external-data cache, its audit interval, and the provider's digest cache.
+const (
+	providerCacheTTL = 2 * time.Second
+	auditInterval    = 2 * time.Second
+	digestTTL        = time.Second
+)
+
+// e2e is everything one run shares.
+type e2e struct {
+	cl       *cluster.Cluster
+	gk       *cluster.Gatekeeper
+	apply    *cluster.Applier
+	client   kubernetes.Interface
+	warnings *warnings
+	registry string // 127.0.0.1:port
+	moat     *cluster.Proc
+	moatURL  string
+	// constraints are the chart's, as rendered.
+	constraints []*unstructured.Unstructured
+	slowScan    chan struct{} // closed to let scans of scan/slow read their layers
+}
+
+func TestEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: the end-to-end run builds and starts a control plane")
+	}
+	ctx := context.Background()
+	bins, err := cluster.Build(root, os.Stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("Kubernetes %s, Gatekeeper %s", bins.KubeVersion, bins.GatekeeperVersion)
+
+	// Logs are kept when the test fails.
+	dir, err := os.MkdirTemp("", "moat-e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &e2e{}
+	t.Cleanup(func() {
+		if e.cl != nil {
+			e.cl.Stop()
+		}
+		if t.Failed() {
+			t.Logf("logs and certificates kept in %s", dir)
+			return
+		}
+		os.RemoveAll(dir)
+	})
+
+	start := time.Now()
+	if e.cl, err = cluster.Start(ctx, bins, dir); err != nil {
+		t.Fatal(err)
+	}
+	if e.gk, err = e.cl.StartGatekeeper(ctx, cluster.GatekeeperOptions{ProviderCacheTTL: providerCacheTTL, AuditInterval: auditInterval}); err != nil {
+		t.Fatal(err)
+	}
+	if e.apply, err = e.cl.Applier(); err != nil {
+		t.Fatal(err)
+	}
+	// Admission warnings (enforcementAction warn) reach the client as
+	// HTTP Warning headers; keep them to assert on.
+	e.warnings = &warnings{}
+	cfg := rest.CopyConfig(e.cl.Config)
+	cfg.WarningHandler = e.warnings
+	if e.client, err = kubernetes.NewForConfig(cfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("control plane and Gatekeeper ready in %s", time.Since(start).Round(time.Millisecond))
+
+	e.slowScan = make(chan struct{})
+	e.registry = testenv.StartRegistryWith(t, holdBlobs("/v2/scan/slow/", e.slowScan))
+	moatCA := e.startMoat(t, dir)
+	e.install(t, dir, moatCA)
+	t.Logf("Moat installed and enforced %s after the start", time.Since(start).Round(time.Millisecond))
+
+	// In order: the last one stops the provider.
+	t.Run("DefenderSamplesThroughExpansion", e.defenderSamples)
+	t.Run("ScanStatusPerNamespace", e.scanStatusPerNamespace)
+	t.Run("PendingScanThenAdmitted", e.pendingScan)
+	t.Run("DigestsPinnedAtAdmission", e.digestPinning)
+	t.Run("PrivilegedEphemeralContainerDenied", e.ephemeralContainer)
+	t.Run("AuditReportsDryrunViolations", e.auditDryrun)
+	t.Run("ProviderDown", e.providerDown)
+}
+
+// holdBlobs holds blob downloads (not pushes) under prefix until release is closed: a
+// scan of such an image stays unfinished for as long as the test needs,
+// while its digest still resolves.
+func holdBlobs(prefix string, release <-chan struct{}) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, prefix) && strings.Contains(r.URL.Path, "/blobs/") {
+				select {
+				case <-release:
+				case <-r.Context().Done():
+					return
+				}
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// startMoat starts `moat serve` with the embedded scanner on the sample
+// database, trusting Gatekeeper's CA for client certificates, and returns
+// the CA of its serving certificate.
+func (e *e2e) startMoat(t *testing.T, dir string) []byte {
+	t.Helper()
+	moatDir := filepath.Join(dir, "moat")
+	bin := filepath.Join(moatDir, "moat")
+	build := exec.Command("go", "build", "-o", bin, "./provider/cmd/moat")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build moat: %v\n%s", err, out)
+	}
+	// The serving certificate: for 127.0.0.1, where the Providers point.
+	certs := filepath.Join(moatDir, "certs")
+	if out, err := exec.Command(bin, "dev-certs", "--out", certs, "--validity", "24h").CombinedOutput(); err != nil {
+		t.Fatalf("moat dev-certs: %v\n%s", err, out)
+	}
+	db := filepath.Join(moatDir, "vulnerability.db")
+	if out, err := exec.Command(bin, "dev-vulndb", "--out", db).CombinedOutput(); err != nil {
+		t.Fatalf("moat dev-vulndb: %v\n%s", err, out)
+	}
+	addr, ops := freeAddr(t), freeAddr(t)
+	p, err := cluster.StartProc(dir, "moat-serve", bin, "serve",
+		"--addr", addr, "--metrics-addr", ops,
+		"--tls-cert", filepath.Join(certs, "tls.crt"), "--tls-key", filepath.Join(certs, "tls.key"),
+		// Gatekeeper's client certificate is its webhook certificate.
+		"--client-ca", filepath.Join(e.gk.CertDir, "ca.crt"),
+		"--insecure-registries", e.registry, "--digest-ttl", digestTTL.String(),
+		"--scanner", "embedded", "--db-path", db, "--db-dir", filepath.Join(moatDir, "vulndb"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.moat = p
+	e.cl.Procs = append(e.cl.Procs, p)
+	if err := p.WaitFor("ready", 30*time.Second, func() error { return cluster.HTTPOK("http://" + ops + "/readyz") }); err != nil {
+		t.Fatal(err)
+	}
+	e.moatURL = "https://" + addr
+	ca, err := os.ReadFile(filepath.Join(certs, "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca
+}
+
+// values are the chart settings a user running Moat for real might pick:
+// the Defender set enforced, Pod Security restricted on trial (dryrun),
+// digests pinned, and image scans decided per namespace.
+const values = `
+mutation: {pinDigests: true}
+policies:
+  defender:
+    enabled: true
+    enforcementAction: deny
+    allowedImagesRegex: '^(contoso\.azurecr\.io|127\.0\.0\.1:[0-9]+)/.+$'
+  podSecurity: {level: restricted, enforcementAction: dryrun}
+imagePolicy:
+  enabled: true
+  defaultPolicy: accept
+  byNamespace:
+    prod: {defaultPolicy: scan-result}
+    dev: {defaultPolicy: scan-result, enforcementAction: warn, reportPending: accept, scanFailed: accept, providerError: accept}
+`
+
+// install renders the chart with values and applies what it holds for
+// Gatekeeper (templates, expansion, constraints, mutators, Providers), the
+// Providers pointed at the local `moat serve`; then waits until Gatekeeper
+// enforces all of it.
+func (e *e2e) install(t *testing.T, dir string, moatCA []byte) {
+	t.Helper()
+	ctx := context.Background()
+	valuesFile := filepath.Join(dir, "values.yaml")
+	if err := os.WriteFile(valuesFile, []byte(values), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	helm := exec.Command("go", "tool", "-modfile=tools/helm/go.mod", "helm", "template", "moat", "charts/moat",
+		"-n", "moat", "--kube-version", strings.TrimPrefix(e.cl.KubeVersion(), "v"), "-f", valuesFile)
+	helm.Dir = root
+	helm.Stderr = os.Stderr
+	rendered, err := helm.Output()
+	if err != nil {
+		t.Fatalf("helm template: %v", err)
+	}
+	objs, err := cluster.Decode(rendered)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for _, ns := range []string{"shop", "prod", "dev"} {
+		e.createNamespace(t, ns)
+	}
+
+	var templates, constraints, rest []*unstructured.Unstructured
+	for _, o := range objs {
+		group := strings.Split(o.GetAPIVersion(), "/")[0]
+		switch {
+		case !strings.HasSuffix(group, "gatekeeper.sh"):
+			// The provider's Deployment, Service, Secret, PDB: no kubelet
+			// here to run them; `moat serve` runs as a local process.
+		case o.GetKind() == "Provider":
+			path := "/validate"
+			if strings.HasSuffix(o.GetName(), "-mutate") {
+				path = "/mutate"
+			}
+			must(t, unstructured.SetNestedField(o.Object, e.moatURL+path, "spec", "url"))
+			must(t, unstructured.SetNestedField(o.Object, base64.StdEncoding.EncodeToString(moatCA), "spec", "caBundle"))
+			rest = append([]*unstructured.Unstructured{o}, rest...) // Providers first
+		case o.GetKind() == "ConstraintTemplate":
+			templates = append(templates, o)
+		case group == "constraints.gatekeeper.sh":
+			constraints = append(constraints, o)
+		default: // ExpansionTemplate, Assign
+			rest = append(rest, o)
+		}
+	}
+	e.constraints = constraints
+	for _, o := range append(append([]*unstructured.Unstructured{}, rest...), templates...) {
+		if _, err := e.apply.Apply(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Constraint kinds exist once Gatekeeper has compiled their templates.
+	for _, tmpl := range templates {
+		e.waitStatus(t, tmpl, func(st map[string]any) bool { return st["created"] == true })
+	}
+	for _, c := range constraints {
+		if _, err := e.apply.Apply(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	enforced := func(st map[string]any) bool {
+		pods, _ := st["byPod"].([]any)
+		for _, p := range pods {
+			if p.(map[string]any)["enforced"] == true {
+				return true
+			}
+		}
+		return false
+	}
+	for _, o := range append(append([]*unstructured.Unstructured{}, constraints...), rest...) {
+		if o.GetKind() != "Provider" && o.GetKind() != "ExpansionTemplate" {
+			e.waitStatus(t, o, enforced)
+		}
+	}
+	t.Logf("applied %d templates, %d constraints and %d other objects from the chart", len(templates), len(constraints), len(rest))
+
+	// Enforced in the status means loaded; the proof is a denial.
+	err = cluster.Poll(ctx, 30*time.Second, func() error {
+		_, err := e.create(hostPID(healthyPod("prod", "readiness-probe", e.registry+"/never/pushed:v1")), true)
+		if err == nil || !strings.Contains(err.Error(), "defender-host-namespaces") {
+			return fmt.Errorf("a pod sharing the host's PID namespace is not denied yet: %v", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitStatus polls obj until check holds for its status.
+func (e *e2e) waitStatus(t *testing.T, obj *unstructured.Unstructured, check func(map[string]any) bool) {
+	t.Helper()
+	err := cluster.Poll(context.Background(), 60*time.Second, func() error {
+		got, err := e.apply.Get(context.Background(), obj)
+		if err != nil {
+			return err
+		}
+		st, _, _ := unstructured.NestedMap(got.Object, "status")
+		if !check(st) {
+			return fmt.Errorf("%s %s: status %v", obj.GetKind(), obj.GetName(), st)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (e *e2e) createNamespace(t *testing.T, name string) {
+	t.Helper()
+	ctx := context.Background()
+	_, err := e.client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The controller manager creates the default ServiceAccount, which
+	// pod admission requires.
+	err = cluster.Poll(ctx, 30*time.Second, func() error {
+		_, err := e.client.CoreV1().ServiceAccounts(name).Get(ctx, "default", metav1.GetOptions{})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// healthyPod passes the Defender set: limits, read-only root, no
+// privilege, non-root, no capabilities, AppArmor and seccomp, no token.
+func healthyPod(ns, name, image string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: corev1.PodSpec{
+			AutomountServiceAccountToken: ptr(false),
+			SecurityContext: &corev1.PodSecurityContext{
+				RunAsNonRoot: ptr(true), RunAsUser: ptr(int64(1000)),
+				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+			},
+			Containers: []corev1.Container{{
+				Name: "app", Image: image,
+				Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{
+					corev1.ResourceCPU: mustQuantity("100m"), corev1.ResourceMemory: mustQuantity("64Mi"),
+				}},
+				SecurityContext: &corev1.SecurityContext{
+					Privileged: ptr(false), AllowPrivilegeEscalation: ptr(false), ReadOnlyRootFilesystem: ptr(true),
+					RunAsNonRoot: ptr(true), Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+					AppArmorProfile: &corev1.AppArmorProfile{Type: corev1.AppArmorProfileTypeRuntimeDefault},
+				},
+			}},
+		},
+	}
+}
+
+// hostPID makes p share the node's PID namespace: one Defender rule
+// broken, so one message whichever admission step denies it.
+func hostPID(p *corev1.Pod) *corev1.Pod {
+	p.Spec.HostPID = true
+	return p
+}
+
+// create creates pod and returns the stored pod or the admission error.
+func (e *e2e) create(pod *corev1.Pod, dryRun bool) (*corev1.Pod, error) {
+	opts := metav1.CreateOptions{}
+	if dryRun {
+		opts.DryRun = []string{metav1.DryRunAll}
+	}
+	return e.client.CoreV1().Pods(pod.Namespace).Create(context.Background(), pod, opts)
+}
+
+// denied fails t unless err is an admission denial naming every want.
+func denied(t *testing.T, what string, err error, want ...string) {
+	t.Helper()
+	if err == nil {
+		t.Errorf("%s: admitted, want denied", what)
+		return
+	}
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("%s: the denial does not name %q:\n%v", what, w, err)
+		}
+	}
+}
+
+func (e *e2e) defenderSamples(t *testing.T) {
+	ctx := context.Background()
+	suite := filepath.Join(root, "gator-suites", "defender-samples")
+	want := brokenRules(t, suite, "unhealthy-deployment-shop.yaml")
+	if len(want) < 8 {
+		t.Fatalf("the suite names only %d broken rules: %v", len(want), want)
+	}
+
+	var bad appsv1.Deployment
+	readYAML(t, filepath.Join(suite, "unhealthy-deployment-shop.yaml"), &bad)
+	_, err := e.client.AppsV1().Deployments("shop").Create(ctx, &bad, metav1.CreateOptions{})
+	var names []string
+	for _, c := range want {
+		names = append(names, "["+c+"]")
+	}
+	denied(t, "the unhealthy sample Deployment", err, append(names, "[Implied by ")...)
+
+	var good appsv1.Deployment
+	readYAML(t, filepath.Join(suite, "healthy-deployment-shop.yaml"), &good)
+	// Defender's documentation leaves the token unset in its healthy
+	// sample; Moat reports that (see the suite), so set it as users must.
+	good.Spec.Template.Spec.AutomountServiceAccountToken = ptr(false)
+	if _, err := e.client.AppsV1().Deployments("shop").Create(ctx, &good, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("the healthy sample Deployment: %v", err)
+	}
+	replicas := int(*good.Spec.Replicas)
+	err = cluster.Poll(ctx, 60*time.Second, func() error {
+		pods, err := e.client.CoreV1().Pods("shop").List(ctx, metav1.ListOptions{
+			LabelSelector: labels.SelectorFromSet(good.Spec.Selector.MatchLabels).String()})
+		if err != nil {
+			return err
+		}
+		if len(pods.Items) != replicas {
+			return fmt.Errorf("%d of %d pods created", len(pods.Items), replicas)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("the controller manager's pods for the healthy Deployment: %v", err)
+	}
+}
+
+// brokenRules reads the suite and returns the names of the constraints of
+// constraints/defender/ that object breaks according to it.
+func brokenRules(t *testing.T, suiteDir, object string) []string {
+	t.Helper()
+	var suite struct {
+		Tests []struct {
+			Constraint string
+			Cases      []struct {
+				Object     string
+				Assertions []struct{ Violations any }
+			}
+		}
+	}
+	readYAML(t, filepath.Join(suiteDir, "suite.yaml"), &suite)
+	seen := map[string]bool{}
+	for _, tc := range suite.Tests {
+		if !strings.Contains(tc.Constraint, "constraints/defender/") {
+			continue
+		}
+		for _, c := range tc.Cases {
+			// "violations: no" reads as false (YAML 1.1), as gator reads it.
+			if v := c.Assertions; c.Object != object || len(v) == 0 || v[0].Violations == false || v[0].Violations == "no" {
+				continue
+			}
+			var con struct{ Metadata struct{ Name string } }
+			readYAML(t, filepath.Join(suiteDir, tc.Constraint), &con)
+			seen[con.Metadata.Name] = true
+		}
+	}
+	var out []string
+	for n := range seen {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (e *e2e) scanStatusPerNamespace(t *testing.T) {
+	critical, _ := testenv.PushSampleTo(t, e.registry, "scan/critical:1", "critical")
+	// The first answer is report_not_available (the scan starts then);
+	// wait for the report, through admission as a user would see it.
+	var err error
+	pollErr := cluster.Poll(context.Background(), 60*time.Second, func() error {
+		_, err = e.create(healthyPod("prod", "critical", critical), true)
+		if err != nil && strings.Contains(err.Error(), "report_not_available") {
+			return err
+		}
+		return nil
+	})
+	if pollErr != nil {
+		t.Fatal(pollErr)
+	}
+	denied(t, "a critical image in prod", err, "[moat-image-scan-prod]", "its scan was rejected", "critical")
+
+	e.warnings.reset()
+	if _, err := e.create(healthyPod("dev", "critical", critical), false); err != nil {
+		t.Fatalf("a critical image in dev: %v", err)
+	}
+	if w := e.warnings.all(); !strings.Contains(w, "[moat-image-scan-dev]") || !strings.Contains(w, "its scan was rejected") {
+		t.Errorf("a critical image in dev: admitted without the warning; warnings: %q", w)
+	}
+}
+
+func (e *e2e) pendingScan(t *testing.T) {
+	// scan/slow's layers are held by the registry: its scan cannot finish.
+	slow, _ := testenv.PushSampleTo(t, e.registry, "scan/slow:1", "clean")
+	_, err := e.create(healthyPod("prod", "slow", slow), false)
+	denied(t, "an image still being scanned, in prod", err, "[moat-image-scan-prod]", "report_not_available")
+	if _, err := e.create(healthyPod("dev", "slow", slow), false); err != nil {
+		t.Fatalf("an image still being scanned, in dev: %v", err)
+	}
+
+	close(e.slowScan)
+	// The scan finishes, then Gatekeeper's cached answer expires.
+	err = cluster.Poll(context.Background(), 60*time.Second, func() error {
+		_, err := e.create(healthyPod("prod", "slow", slow), true)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("prod, once the scan is done: %v", err)
+	}
+	if _, err := e.create(healthyPod("prod", "slow", slow), false); err != nil {
+		t.Fatalf("prod, once the scan is done: %v", err)
+	}
+}
+
+func (e *e2e) digestPinning(t *testing.T) {
+	tag := e.registry + "/app/web:v1"
+	first := testenv.PushRandom(t, e.registry, "app/web:v1")
+	pod, err := e.create(healthyPod("dev", "pinned", tag), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := tag + "@" + first.DigestStr()
+	if got := pod.Spec.Containers[0].Image; got != want {
+		t.Fatalf("stored image %s, want %s", got, want)
+	}
+
+	second := testenv.PushRandom(t, e.registry, "app/web:v1")
+	stored, err := e.client.CoreV1().Pods("dev").Get(context.Background(), "pinned", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := stored.Spec.Containers[0].Image; got != want {
+		t.Errorf("after the tag moved, the stored pod runs %s, want %s", got, want)
+	}
+	// A pod admitted now gets the new digest, once the provider's and
+	// Gatekeeper's caches have expired.
+	err = cluster.Poll(context.Background(), 30*time.Second, func() error {
+		p, err := e.create(healthyPod("dev", "later", tag), true)
+		if err != nil {
+			return err
+		}
+		if got := p.Spec.Containers[0].Image; got != tag+"@"+second.DigestStr() {
+			return fmt.Errorf("a new pod gets %s", got)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Error(err)
+	}
+}
+
+func (e *e2e) ephemeralContainer(t *testing.T) {
+	ctx := context.Background()
+	pod, err := e.create(healthyPod("dev", "debug-target", e.registry+"/app/web:v1"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What `kubectl debug --profile=sysadmin` sends: an UPDATE of the
+	// pods/ephemeralcontainers subresource.
+	pod.Spec.EphemeralContainers = append(pod.Spec.EphemeralContainers, corev1.EphemeralContainer{
+		EphemeralContainerCommon: corev1.EphemeralContainerCommon{
+			Name: "debugger", Image: e.registry + "/app/web:v1",
+			SecurityContext: &corev1.SecurityContext{Privileged: ptr(true)},
+		},
+	})
+	_, err = e.client.CoreV1().Pods("dev").UpdateEphemeralContainers(ctx, pod.Name, pod, metav1.UpdateOptions{})
+	denied(t, "a privileged ephemeral container", err, "debugger")
+	// A privileged container also escalates privileges: either rule may be
+	// the one named (a ValidatingAdmissionPolicy stops at its first).
+	if err != nil && !regexp.MustCompile(`defender-privilege(d|-escalation)`).MatchString(err.Error()) {
+		t.Errorf("a privileged ephemeral container: denied by another rule: %v", err)
+	}
+}
+
+func (e *e2e) auditDryrun(t *testing.T) {
+	ctx := context.Background()
+	// Pod Security restricted is on trial (dryrun): a pod without a
+	// seccomp profile is admitted, and audit reports it.
+	p := healthyPod("dev", "audit-me", e.registry+"/app/web:v1")
+	p.Spec.SecurityContext.SeccompProfile = nil
+	if _, err := e.create(p, false); err != nil {
+		t.Fatalf("a pod breaking only dryrun constraints: %v", err)
+	}
+	var dryrun []*unstructured.Unstructured
+	for _, c := range e.constraints {
+		if a, _, _ := unstructured.NestedString(c.Object, "spec", "enforcementAction"); a == "dryrun" {
+			dryrun = append(dryrun, c)
+		}
+	}
+	var reportedBy []string
+	err := cluster.Poll(ctx, 60*time.Second, func() error {
+		reportedBy = nil
+		for _, c := range dryrun {
+			got, err := e.apply.Get(ctx, c)
+			if err != nil {
+				return err
+			}
+			vs, _, _ := unstructured.NestedSlice(got.Object, "status", "violations")
+			for _, v := range vs {
+				m := v.(map[string]any)
+				if m["name"] == "audit-me" && m["namespace"] == "dev" && m["enforcementAction"] == "dryrun" {
+					reportedBy = append(reportedBy, c.GetName()+": "+fmt.Sprint(m["message"]))
+				}
+			}
+		}
+		if len(reportedBy) == 0 {
+			return fmt.Errorf("no dryrun constraint reports dev/audit-me yet")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(strings.Join(reportedBy, "\n"), "seccomp") {
+		t.Errorf("audit reports dev/audit-me, but not its missing seccomp profile: %v", reportedBy)
+	}
+}
+
+func (e *e2e) providerDown(t *testing.T) {
+	e.moat.Stop()
+	// A tag Gatekeeper has never asked about, so nothing is cached.
+	tag := e.registry + "/app/after:v1"
+	testenv.PushRandom(t, e.registry, "app/after:v1")
+
+	_, err := e.create(healthyPod("prod", "provider-down", tag), false)
+	denied(t, "prod with the provider down (providerError: reject)", err, "[moat-image-scan-prod]", "the image provider failed")
+
+	e.warnings.reset()
+	pod, err := e.create(healthyPod("dev", "provider-down", tag), false)
+	if err != nil {
+		t.Fatalf("dev with the provider down (providerError: accept): %v", err)
+	}
+	if got := pod.Spec.Containers[0].Image; got != tag {
+		t.Errorf("dev with the provider down: stored image %s, want the tag as written (the mutator's failurePolicy is Ignore)", got)
+	}
+
+	// Gatekeeper also made ValidatingAdmissionPolicies of the CEL templates
+	// (its default), so the API server may deny this pod itself; the name
+	// of the constraint is in either denial.
+	_, err = e.create(hostPID(healthyPod("dev", "host-pid", tag)), false)
+	denied(t, "a pod sharing the host's PID namespace, with the provider down", err, "defender-host-namespaces")
+	// Expansion is Gatekeeper's alone: its webhook still judges the CEL
+	// templates.
+	var bad appsv1.Deployment
+	readYAML(t, filepath.Join(root, "gator-suites", "defender-samples", "unhealthy-deployment-shop.yaml"), &bad)
+	bad.Name = "redis-unhealthy-provider-down"
+	_, err = e.client.AppsV1().Deployments("shop").Create(context.Background(), &bad, metav1.CreateOptions{})
+	denied(t, "the unhealthy Deployment with the provider down", err, "[defender-privileged] [Implied by ")
+}

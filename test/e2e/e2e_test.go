@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -53,7 +54,10 @@ type e2e struct {
 	// constraints are the chart's, as rendered.
 	constraints []*unstructured.Unstructured
 	slowScan    chan struct{} // closed to let scans of scan/slow read their layers
+	releaseOnce sync.Once
 }
+
+func (e *e2e) releaseSlowScan() { e.releaseOnce.Do(func() { close(e.slowScan) }) }
 
 func TestEndToEnd(t *testing.T) {
 	if testing.Short() {
@@ -73,10 +77,15 @@ func TestEndToEnd(t *testing.T) {
 	}
 	e := &e2e{}
 	t.Cleanup(func() {
+		var procs []*cluster.Proc
 		if e.cl != nil {
 			e.cl.Stop()
+			procs = e.cl.Procs
 		}
 		if t.Failed() {
+			for _, p := range procs {
+				t.Logf("the end of %s:\n%s", p.Log, p.Tail(3000))
+			}
 			t.Logf("logs and certificates kept in %s", dir)
 			return
 		}
@@ -105,6 +114,8 @@ func TestEndToEnd(t *testing.T) {
 
 	e.slowScan = make(chan struct{})
 	e.registry = testenv.StartRegistryWith(t, holdBlobs("/v2/scan/slow/", e.slowScan))
+	// Before the registry closes, which waits for requests it holds.
+	t.Cleanup(e.releaseSlowScan)
 	moatCA := e.startMoat(t, dir)
 	e.install(t, dir, moatCA)
 	t.Logf("Moat installed and enforced %s after the start", time.Since(start).Round(time.Millisecond))
@@ -119,9 +130,9 @@ func TestEndToEnd(t *testing.T) {
 	t.Run("ProviderDown", e.providerDown)
 }
 
-// holdBlobs holds blob downloads (not pushes) under prefix until release is closed: a
-// scan of such an image stays unfinished for as long as the test needs,
-// while its digest still resolves.
+// holdBlobs holds blob downloads (not pushes) under prefix until release
+// is closed: a scan of such an image stays unfinished for as long as the
+// test needs, while its digest still resolves.
 func holdBlobs(prefix string, release <-chan struct{}) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -158,7 +169,11 @@ func (e *e2e) startMoat(t *testing.T, dir string) []byte {
 	if out, err := exec.Command(bin, "dev-vulndb", "--out", db).CombinedOutput(); err != nil {
 		t.Fatalf("moat dev-vulndb: %v\n%s", err, out)
 	}
-	addr, ops := freeAddr(t), freeAddr(t)
+	addrs, err := cluster.FreeAddrs(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, ops := addrs[0], addrs[1]
 	p, err := cluster.StartProc(dir, "moat-serve", bin, "serve",
 		"--addr", addr, "--metrics-addr", ops,
 		"--tls-cert", filepath.Join(certs, "tls.crt"), "--tls-key", filepath.Join(certs, "tls.key"),
@@ -503,7 +518,7 @@ func (e *e2e) pendingScan(t *testing.T) {
 		t.Fatalf("an image still being scanned, in dev: %v", err)
 	}
 
-	close(e.slowScan)
+	e.releaseSlowScan()
 	// The scan finishes, then Gatekeeper's cached answer expires.
 	err = cluster.Poll(context.Background(), 60*time.Second, func() error {
 		_, err := e.create(healthyPod("prod", "slow", slow), true)

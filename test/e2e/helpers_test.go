@@ -8,8 +8,6 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/resource"
 	"sigs.k8s.io/yaml"
-
-	"github.com/moat-dev/moat/test/e2e/cluster"
 )
 
 // warnings keeps the Warning headers the API server returns (Gatekeeper's
@@ -46,15 +44,6 @@ func readYAML(t *testing.T, path string, into any) {
 	if err := yaml.Unmarshal(b, into); err != nil {
 		t.Fatalf("%s: %v", path, err)
 	}
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	a, err := cluster.FreeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a
 }
 
 func must(t *testing.T, err error) {

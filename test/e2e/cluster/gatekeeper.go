@@ -171,22 +171,3 @@ func (c *Cluster) waitCRDsEstablished(ctx context.Context, a *Applier, objs []*u
 	}
 	return nil
 }
-
-// Poll calls check every 100ms until it returns nil or timeout passes.
-func Poll(ctx context.Context, timeout time.Duration, check func() error) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	t := time.NewTicker(100 * time.Millisecond)
-	defer t.Stop()
-	for {
-		err := check()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("after %s: %w", timeout, err)
-		case <-t.C:
-		}
-	}
-}

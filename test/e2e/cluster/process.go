@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -103,13 +104,17 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
-// FreeAddr is a free "127.0.0.1:port".
-func FreeAddr() (string, error) {
-	p, err := freePorts(1)
+// FreeAddrs are n distinct free "127.0.0.1:port" addresses.
+func FreeAddrs(n int) ([]string, error) {
+	ports, err := freePorts(n)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	return loopback(p[0]), nil
+	addrs := make([]string, n)
+	for i, p := range ports {
+		addrs[i] = loopback(p)
+	}
+	return addrs, nil
 }
 
 func loopback(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
@@ -129,4 +134,23 @@ func (p *Proc) WaitFor(what string, timeout time.Duration, check func() error) e
 		time.Sleep(50 * time.Millisecond)
 	}
 	return fmt.Errorf("%s: not %s after %s (%v); its log ends:\n%s", p.Name, what, timeout, last, p.Tail(4000))
+}
+
+// Poll calls check every 100ms until it returns nil or timeout passes.
+func Poll(ctx context.Context, timeout time.Duration, check func() error) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		err := check()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("after %s: %w", timeout, err)
+		case <-t.C:
+		}
+	}
 }

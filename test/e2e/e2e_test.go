@@ -92,6 +92,18 @@ func TestEndToEnd(t *testing.T) {
 		os.RemoveAll(dir)
 	})
 
+	// moat is built from this tree while the control plane starts.
+	moatBin := filepath.Join(dir, "moat", "moat")
+	built := make(chan error, 1)
+	go func() {
+		build := exec.Command("go", "build", "-o", moatBin, "./provider/cmd/moat")
+		build.Dir = root
+		if out, err := build.CombinedOutput(); err != nil {
+			built <- fmt.Errorf("go build moat: %v\n%s", err, out)
+		}
+		close(built)
+	}()
+
 	start := time.Now()
 	if e.cl, err = cluster.Start(ctx, bins, dir); err != nil {
 		t.Fatal(err)
@@ -116,7 +128,10 @@ func TestEndToEnd(t *testing.T) {
 	e.registry = testenv.StartRegistryWith(t, holdBlobs("/v2/scan/slow/", e.slowScan))
 	// Before the registry closes, which waits for requests it holds.
 	t.Cleanup(e.releaseSlowScan)
-	moatCA := e.startMoat(t, dir)
+	if err := <-built; err != nil {
+		t.Fatal(err)
+	}
+	moatCA := e.startMoat(t, dir, moatBin)
 	e.install(t, dir, moatCA)
 	t.Logf("Moat installed and enforced %s after the start", time.Since(start).Round(time.Millisecond))
 
@@ -148,18 +163,12 @@ func holdBlobs(prefix string, release <-chan struct{}) func(http.Handler) http.H
 	}
 }
 
-// startMoat starts `moat serve` with the embedded scanner on the sample
+// startMoat starts bin (`moat serve`) with the embedded scanner on the sample
 // database, trusting Gatekeeper's CA for client certificates, and returns
 // the CA of its serving certificate.
-func (e *e2e) startMoat(t *testing.T, dir string) []byte {
+func (e *e2e) startMoat(t *testing.T, dir, bin string) []byte {
 	t.Helper()
-	moatDir := filepath.Join(dir, "moat")
-	bin := filepath.Join(moatDir, "moat")
-	build := exec.Command("go", "build", "-o", bin, "./provider/cmd/moat")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build moat: %v\n%s", err, out)
-	}
+	moatDir := filepath.Dir(bin)
 	// The serving certificate: for 127.0.0.1, where the Providers point.
 	certs := filepath.Join(moatDir, "certs")
 	if out, err := exec.Command(bin, "dev-certs", "--out", certs, "--validity", "24h").CombinedOutput(); err != nil {
@@ -274,9 +283,12 @@ func (e *e2e) install(t *testing.T, dir string, moatCA []byte) {
 		}
 	}
 	// Constraint kinds exist once Gatekeeper has compiled their templates.
+	phase := time.Now()
 	for _, tmpl := range templates {
 		e.waitStatus(t, tmpl, func(st map[string]any) bool { return st["created"] == true })
 	}
+	t.Logf("templates created in %s", time.Since(phase).Round(time.Millisecond))
+	phase = time.Now()
 	for _, c := range constraints {
 		if _, err := e.apply.Apply(ctx, c); err != nil {
 			t.Fatal(err)
@@ -296,7 +308,8 @@ func (e *e2e) install(t *testing.T, dir string, moatCA []byte) {
 			e.waitStatus(t, o, enforced)
 		}
 	}
-	t.Logf("applied %d templates, %d constraints and %d other objects from the chart", len(templates), len(constraints), len(rest))
+	t.Logf("applied %d templates, %d constraints and %d other objects from the chart; constraints and mutators enforced in %s",
+		len(templates), len(constraints), len(rest), time.Since(phase).Round(time.Millisecond))
 
 	// Enforced in the status means loaded; the proof is a denial.
 	err = cluster.Poll(ctx, 30*time.Second, func() error {
@@ -571,20 +584,31 @@ func (e *e2e) digestPinning(t *testing.T) {
 
 func (e *e2e) ephemeralContainer(t *testing.T) {
 	ctx := context.Background()
-	pod, err := e.create(healthyPod("dev", "debug-target", e.registry+"/app/web:v1"), false)
+	image := e.registry + "/app/web:v1"
+	pod, err := e.create(healthyPod("dev", "debug-target", image), false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// What `kubectl debug --profile=sysadmin` sends: an UPDATE of the
-	// pods/ephemeralcontainers subresource.
-	pod.Spec.EphemeralContainers = append(pod.Spec.EphemeralContainers, corev1.EphemeralContainer{
-		EphemeralContainerCommon: corev1.EphemeralContainerCommon{
-			Name: "debugger", Image: e.registry + "/app/web:v1",
-			SecurityContext: &corev1.SecurityContext{Privileged: ptr(true)},
-		},
-	})
+	// What `kubectl debug` sends: an UPDATE of the pods/ephemeralcontainers
+	// subresource. A debug container as hardened as the pod's own (it
+	// cannot set resources: Kubernetes refuses them) is admitted.
+	healthy := healthyPod("", "", image).Spec.Containers[0]
+	debugger := corev1.EphemeralContainer{EphemeralContainerCommon: corev1.EphemeralContainerCommon{
+		Name: "debugger", Image: image, SecurityContext: healthy.SecurityContext.DeepCopy(),
+	}}
+	pod.Spec.EphemeralContainers = append(pod.Spec.EphemeralContainers, debugger)
+	pod, err = e.client.CoreV1().Pods("dev").UpdateEphemeralContainers(ctx, pod.Name, pod, metav1.UpdateOptions{})
+	if err != nil {
+		t.Fatalf("a hardened ephemeral container: %v", err)
+	}
+
+	// The same, privileged (as `kubectl debug --profile=sysadmin`), is not.
+	root := debugger.DeepCopy()
+	root.Name = "root-debugger"
+	root.SecurityContext.Privileged, root.SecurityContext.AllowPrivilegeEscalation = ptr(true), nil
+	pod.Spec.EphemeralContainers = append(pod.Spec.EphemeralContainers, *root)
 	_, err = e.client.CoreV1().Pods("dev").UpdateEphemeralContainers(ctx, pod.Name, pod, metav1.UpdateOptions{})
-	denied(t, "a privileged ephemeral container", err, "debugger")
+	denied(t, "a privileged ephemeral container", err, "root-debugger")
 	// A privileged container also escalates privileges: either rule may be
 	// the one named (a ValidatingAdmissionPolicy stops at its first).
 	if err != nil && !regexp.MustCompile(`defender-privilege(d|-escalation)`).MatchString(err.Error()) {

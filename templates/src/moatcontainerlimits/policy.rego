@@ -23,9 +23,15 @@ has_limit(c, r) {
 	c.resources.limits[r] != null
 }
 
+# Ephemeral containers cannot set resources (the API server refuses the
+# field), so they are not judged: kubectl debug would always be denied.
+ephemeral_names := {c.name | c := pods.container_list("ephemeralContainers")[_]}
+
+limited := [c | c := pods.checked[_]; not ephemeral_names[c.name]]
+
 violation[{"msg": msg}] {
 	bad := [sprintf("%s (%s)", [c.name, concat("; ", problems)]) |
-		c := pods.checked[_]
+		c := limited[_]
 		problems := [p | r := ["cpu", "memory"][_]; p := problem(c, r); p != ""]
 		count(problems) > 0
 	]

@@ -31,7 +31,7 @@ unit: ## unit, integration and Gatekeeper-client tests
 	cd tools/helm && $(GO) test -count=1 ./...
 
 # The first run builds kube-apiserver, kube-controller-manager, etcd and Gatekeeper into
-# $(MOAT_E2E_CACHE) (default ~/.cache/moat-e2e): about a quarter of an hour cold, then seconds.
+# $(MOAT_E2E_CACHE) (default ~/.cache/moat-e2e): about eight minutes cold, then reused.
 e2e: ## end to end: a real API server, controller manager, etcd and Gatekeeper, with moat serve (test/e2e)
 	$(GO) test -count=1 -timeout 40m ./test/e2e/...
 

@@ -52,7 +52,7 @@ func CacheDir() (string, error) {
 
 // Build returns the binaries for the pinned versions, building those not
 // yet in the cache directory. root is the repository's root. A cold build
-// takes a quarter of an hour on two cores; progress goes to log.
+// takes about eight minutes on two cores; progress goes to log.
 func Build(root string, log io.Writer) (*Binaries, error) {
 	kubeMod, err := os.ReadFile(filepath.Join(root, "tools", "kube", "go.mod"))
 	if err != nil {
@@ -164,7 +164,7 @@ func buildOnce(dir string, log io.Writer, what string, make func(tmp string) *ex
 		return err
 	}
 	start := time.Now()
-	fmt.Fprintf(log, "e2e: building %s into %s (once per version; about a quarter of an hour cold)\n", what, dir)
+	fmt.Fprintf(log, "e2e: building %s into %s (once per version; minutes when cold)\n", what, dir)
 	cmd := make(tmp)
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Run(); err != nil {

@@ -33,7 +33,7 @@ unit: ## unit, integration and Gatekeeper-client tests
 # The first run builds kube-apiserver, kube-controller-manager, etcd and Gatekeeper into
 # $(MOAT_E2E_CACHE) (default ~/.cache/moat-e2e): about eight minutes cold, then reused.
 e2e: ## end to end: a real API server, controller manager, etcd and Gatekeeper, with moat serve (test/e2e)
-	$(GO) test -count=1 -timeout 40m ./test/e2e/...
+	$(GO) test -count=1 -timeout 40m -v ./test/e2e/
 
 fuzz: ## each fuzz target for FUZZTIME (default 10s; FUZZTIME=10m for a longer run)
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./provider/internal/reference

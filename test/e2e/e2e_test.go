@@ -21,11 +21,13 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 
 	"github.com/moat-dev/moat/provider/testenv"
 	"github.com/moat-dev/moat/test/e2e/cluster"
@@ -367,19 +369,19 @@ func healthyPod(ns, name, image string) *corev1.Pod {
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
 		Spec: corev1.PodSpec{
-			AutomountServiceAccountToken: ptr(false),
+			AutomountServiceAccountToken: ptr.To(false),
 			SecurityContext: &corev1.PodSecurityContext{
-				RunAsNonRoot: ptr(true), RunAsUser: ptr(int64(1000)),
+				RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To(int64(1000)),
 				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 			},
 			Containers: []corev1.Container{{
 				Name: "app", Image: image,
 				Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{
-					corev1.ResourceCPU: mustQuantity("100m"), corev1.ResourceMemory: mustQuantity("64Mi"),
+					corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("64Mi"),
 				}},
 				SecurityContext: &corev1.SecurityContext{
-					Privileged: ptr(false), AllowPrivilegeEscalation: ptr(false), ReadOnlyRootFilesystem: ptr(true),
-					RunAsNonRoot: ptr(true), Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+					Privileged: ptr.To(false), AllowPrivilegeEscalation: ptr.To(false), ReadOnlyRootFilesystem: ptr.To(true),
+					RunAsNonRoot: ptr.To(true), Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
 					AppArmorProfile: &corev1.AppArmorProfile{Type: corev1.AppArmorProfileTypeRuntimeDefault},
 				},
 			}},
@@ -438,7 +440,7 @@ func (e *e2e) defenderSamples(t *testing.T) {
 	readYAML(t, filepath.Join(suite, "healthy-deployment-shop.yaml"), &good)
 	// Defender's documentation leaves the token unset in its healthy
 	// sample; Moat reports that (see the suite), so set it as users must.
-	good.Spec.Template.Spec.AutomountServiceAccountToken = ptr(false)
+	good.Spec.Template.Spec.AutomountServiceAccountToken = ptr.To(false)
 	if _, err := e.client.AppsV1().Deployments("shop").Create(ctx, &good, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("the healthy sample Deployment: %v", err)
 	}
@@ -605,7 +607,7 @@ func (e *e2e) ephemeralContainer(t *testing.T) {
 	// The same, privileged (as `kubectl debug --profile=sysadmin`), is not.
 	root := debugger.DeepCopy()
 	root.Name = "root-debugger"
-	root.SecurityContext.Privileged, root.SecurityContext.AllowPrivilegeEscalation = ptr(true), nil
+	root.SecurityContext.Privileged, root.SecurityContext.AllowPrivilegeEscalation = ptr.To(true), nil
 	pod.Spec.EphemeralContainers = append(pod.Spec.EphemeralContainers, *root)
 	_, err = e.client.CoreV1().Pods("dev").UpdateEphemeralContainers(ctx, pod.Name, pod, metav1.UpdateOptions{})
 	denied(t, "a privileged ephemeral container", err, "root-debugger")

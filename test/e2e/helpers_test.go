@@ -6,7 +6,6 @@ import (
 	"sync"
 	"testing"
 
-	"k8s.io/apimachinery/pkg/api/resource"
 	"sigs.k8s.io/yaml"
 )
 
@@ -52,7 +51,3 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
-
-func ptr[T any](v T) *T { return &v }
-
-func mustQuantity(s string) resource.Quantity { return resource.MustParse(s) }

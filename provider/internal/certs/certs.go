@@ -59,6 +59,7 @@ func NewCA(cn string, validity time.Duration) (*CA, error) {
 // Leaf describes a certificate to issue.
 type Leaf struct {
 	CommonName string
+	Groups     []string // the subject's organizations: Kubernetes reads a client's groups from them
 	Hosts      []string // DNS names and IP addresses
 	Client     bool     // client-auth usage (else server-auth)
 	Server     bool     // server-auth usage
@@ -74,7 +75,7 @@ func (ca *CA) Issue(l Leaf) (Pair, error) {
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: l.CommonName},
+		Subject:      pkix.Name{CommonName: l.CommonName, Organization: l.Groups},
 		NotBefore:    l.NotBefore,
 		NotAfter:     l.NotAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,

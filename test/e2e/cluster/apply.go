@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/restmapper"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 )
 
@@ -68,7 +69,7 @@ func (a *Applier) Apply(ctx context.Context, obj *unstructured.Unstructured) (*u
 	if err != nil {
 		return nil, err
 	}
-	out, err := r.Patch(ctx, obj.GetName(), types.ApplyPatchType, data, metav1.PatchOptions{FieldManager: "moat-e2e", Force: ptr(true)})
+	out, err := r.Patch(ctx, obj.GetName(), types.ApplyPatchType, data, metav1.PatchOptions{FieldManager: "moat-e2e", Force: ptr.To(true)})
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", obj.GetKind(), obj.GetName(), err)
 	}
@@ -107,5 +108,3 @@ func Decode(data []byte) ([]*unstructured.Unstructured, error) {
 		out = append(out, &unstructured.Unstructured{Object: m})
 	}
 }
-
-func ptr[T any](v T) *T { return &v }

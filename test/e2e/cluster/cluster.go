@@ -2,9 +2,6 @@ package cluster
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"fmt"
 	"net/http"
 	"os"
@@ -17,6 +14,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/moat-dev/moat/provider/testenv"
 )
 
 // Cluster is etcd, an API server and a controller manager on loopback.
@@ -50,24 +49,20 @@ func (c *Cluster) start(ctx context.Context) error {
 		return err
 	}
 	caFile := filepath.Join(pki, "ca.crt")
-	if err := os.WriteFile(caFile, kubeCA.pem(), 0o600); err != nil {
+	if err := os.WriteFile(caFile, kubeCA.CertPEM(), 0o600); err != nil {
 		return err
 	}
-	serveCert, serveKey, err := kubeCA.issue(pki, "apiserver", leaf{cn: "kube-apiserver", server: true,
-		hosts: []string{"127.0.0.1", "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"}})
+	serveCert, serveKey, err := issue(kubeCA, pki, "apiserver", testenv.Leaf{CommonName: "kube-apiserver", Server: true,
+		Hosts: []string{"127.0.0.1", "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"}})
 	if err != nil {
 		return err
 	}
-	adminCert, adminKey, err := kubeCA.issue(pki, "admin", leaf{cn: "moat-e2e-admin", groups: []string{"system:masters"}, client: true})
-	if err != nil {
-		return err
-	}
-	saKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	adminCert, adminKey, err := issue(kubeCA, pki, "admin", testenv.Leaf{CommonName: "moat-e2e-admin", Groups: []string{"system:masters"}, Client: true})
 	if err != nil {
 		return err
 	}
 	saKeyFile := filepath.Join(pki, "sa.key")
-	if err := writeKey(saKeyFile, saKey); err != nil {
+	if err := newKeyFile(saKeyFile); err != nil {
 		return err
 	}
 

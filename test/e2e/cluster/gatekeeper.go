@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/moat-dev/moat/provider/testenv"
 )
 
 // Gatekeeper is the Gatekeeper manager running out of cluster, with its
@@ -79,11 +81,11 @@ func (c *Cluster) StartGatekeeper(ctx context.Context, opts GatekeeperOptions) (
 	if err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(g.CertDir, "ca.crt"), gkCA.pem(), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(g.CertDir, "ca.crt"), gkCA.CertPEM(), 0o600); err != nil {
 		return nil, err
 	}
-	if _, _, err := gkCA.issue(g.CertDir, "tls", leaf{cn: "gatekeeper-webhook-service.gatekeeper-system.svc",
-		hosts: []string{"127.0.0.1"}, server: true, client: true}); err != nil {
+	if _, _, err := issue(gkCA, g.CertDir, "tls", testenv.Leaf{CommonName: "gatekeeper-webhook-service.gatekeeper-system.svc",
+		Hosts: []string{"127.0.0.1"}, Server: true, Client: true}); err != nil {
 		return nil, err
 	}
 	ports, err := freePorts(3)
@@ -127,7 +129,7 @@ func (c *Cluster) StartGatekeeper(ctx context.Context, opts GatekeeperOptions) (
 
 	// Register the webhooks by URL once Gatekeeper answers: the namespace
 	// label check fails closed.
-	caBundle := base64.StdEncoding.EncodeToString(gkCA.pem())
+	caBundle := base64.StdEncoding.EncodeToString(gkCA.CertPEM())
 	for _, w := range webhooks {
 		hooks, _, _ := unstructured.NestedSlice(w.Object, "webhooks")
 		for _, h := range hooks {

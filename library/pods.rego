@@ -2,31 +2,98 @@ package lib.moat.pods
 
 # Shared by every Moat pod template and inlined into it by templates/gen.
 # Its CEL twin is library/pods.cel.yaml: the two must select the same
-# containers in the same order.
+# containers in the same order, and judge the same updates.
 
 import data.lib.moat.review
 
 params := review.params
 
-# spec is the pod spec under review; empty on DELETE.
-spec := s {
+# pod_spec is the pod spec of the object, judged or not; empty on DELETE.
+pod_spec := s {
 	s := review.object.spec
 	is_object(s)
 } else := {}
 
-container_list(name) := l {
-	l := spec[name]
+# is_update: an UPDATE that carries the pod before the change, as the API
+# server sends it.
+is_update {
+	input.review.operation == "UPDATE"
+	is_object(input.review.oldObject)
+}
+
+old_pod_spec := s {
+	is_update
+	s := input.review.oldObject.spec
+	is_object(s)
+} else := {}
+
+list(s, name) := l {
+	l := s[name]
 	is_array(l)
 } else := []
 
-# containers is every container of the pod, in the order containers,
-# initContainers, ephemeralContainers. Ephemeral containers count: kubectl
-# debug adds them with an UPDATE of pods/ephemeralcontainers.
-containers := array.concat(array.concat(container_list("containers"), container_list("initContainers")), container_list("ephemeralContainers"))
+images(s, name) := [object.get(c, "image", "") | c := list(s, name)[_]]
 
-# checked is containers less those excluded by excludedContainers (names)
-# and excludedImages (exact, or a prefix when the entry ends in "*").
-checked := [c | c := containers[_]; not excluded(c)]
+# significant_update is Pod Security Admission's notion: a container or init
+# container added, removed or given another image, or an ephemeral container
+# added or given another image. Anything else (labels, annotations,
+# finalizers, a resize) leaves the pod as it was admitted.
+significant_update {
+	name := ["containers", "initContainers"][_]
+	images(pod_spec, name) != images(old_pod_spec, name)
+}
+
+significant_update {
+	e := list(pod_spec, "ephemeralContainers")[_]
+	not old_ephemeral[[object.get(e, "name", ""), object.get(e, "image", "")]]
+}
+
+old_ephemeral := {[object.get(o, "name", ""), object.get(o, "image", "")] | o := list(old_pod_spec, "ephemeralContainers")[_]}
+
+# Subresources Pod Security Admission ignores: none of them changes the spec.
+ignored_subresources := {"exec", "attach", "binding", "eviction", "log", "portforward", "proxy", "status"}
+
+# judged: the review asks for a verdict. Not on DELETE, not for the ignored
+# subresources, and for an UPDATE only when it is significant. An UPDATE
+# without its old object (a workload's pod template expanded by Gatekeeper)
+# is judged whole.
+judged {
+	not review.is_delete
+	not ignored_subresources[object.get(input.review, "subResource", "")]
+	not unjudged_update
+}
+
+unjudged_update {
+	is_update
+	not significant_update
+}
+
+# spec is the pod spec under review: empty unless judged.
+spec := pod_spec {
+	judged
+} else := {}
+
+# all_checked is every container of the pod, judged or not, in the order
+# containers, initContainers, ephemeralContainers, less those excluded by
+# excludedContainers (names) and excludedImages (exact, or a prefix when the
+# entry ends in "*"). Ephemeral containers count: kubectl debug adds them
+# with an UPDATE of pods/ephemeralcontainers.
+all_checked := [c | c := array.concat(array.concat(list(pod_spec, "containers"), list(pod_spec, "initContainers")), list(pod_spec, "ephemeralContainers"))[_]; not excluded(c)]
+
+# checked is all_checked when the review is judged, else empty.
+checked := all_checked {
+	judged
+} else := []
+
+# fresh is the containers of all_checked whose image the pod did not run
+# before: all of them, except on an UPDATE, where only those added or given
+# another image. The image templates ask the provider about these alone, so
+# a pod keeps living with the images it was admitted with.
+fresh := [c | c := all_checked[_]; not old_images[object.get(c, "image", "")]] {
+	not ignored_subresources[object.get(input.review, "subResource", "")]
+} else := []
+
+old_images := {object.get(c, "image", "") | name := ["containers", "initContainers", "ephemeralContainers"][_]; c := list(old_pod_spec, name)[_]}
 
 excluded(c) {
 	c.name == params.excludedContainers[_]

@@ -36,7 +36,11 @@ type source struct {
 	NoExclusions bool `yaml:"noExclusions"`
 	// RegoOnly templates call external_data, which CEL cannot: Gatekeeper
 	// would run only the CEL of a template that has both, so they have none.
-	RegoOnly   bool      `yaml:"regoOnly"`
+	RegoOnly bool `yaml:"regoOnly"`
+	// JudgedWhen replaces variables.judged as the CEL condition for a
+	// verdict, for a rule that judges more updates than Pod Security
+	// Admission does (its Rego must do the same).
+	JudgedWhen string    `yaml:"judgedWhen"`
 	Libs       []string  `yaml:"libs"`
 	Parameters yaml.Node `yaml:"parameters"`
 }
@@ -218,10 +222,18 @@ func build(root, dir string) ([]byte, string, error) {
 		pre = pods.Variables
 		libs = append([]string{"review", "pods"}, src.Libs...)
 	}
-	// As library/review.rego does: no verdict on DELETE.
+	// As library/review.rego does: no verdict on DELETE; pod templates
+	// give one only when library/pods.cel.yaml judges the review.
 	cel.Variables = append(append([]celVariable{{Name: "isDelete", Expression: `has(request.operation) && request.operation == "DELETE"`}}, pre...), cel.Variables...)
+	gate := "variables.isDelete"
+	switch {
+	case src.JudgedWhen != "":
+		gate = "!(" + src.JudgedWhen + ")"
+	case src.Pod:
+		gate = "!variables.judged"
+	}
 	for i := range cel.Validations {
-		cel.Validations[i].Expression = "variables.isDelete || (" + strings.TrimSpace(cel.Validations[i].Expression) + ")"
+		cel.Validations[i].Expression = gate + " || (" + strings.TrimSpace(cel.Validations[i].Expression) + ")"
 	}
 	var t template
 	t.APIVersion = "templates.gatekeeper.sh/v1"

@@ -25,9 +25,27 @@ has_limit(c, r) {
 
 # Ephemeral containers cannot set resources (the API server refuses the
 # field), so they are not judged: kubectl debug would always be denied.
-ephemeral_names := {c.name | c := pods.container_list("ephemeralContainers")[_]}
+ephemeral_names := {c.name | c := pods.list(pods.pod_spec, "ephemeralContainers")[_]}
 
-limited := [c | c := pods.checked[_]; not ephemeral_names[c.name]]
+# Limits are mutable (pods/resize), which Pod Security Admission does not
+# look at: an update that changes any container's resources is judged too.
+resized {
+	pods.is_update
+	name := ["containers", "initContainers"][_]
+	resources(pods.pod_spec, name) != resources(pods.old_pod_spec, name)
+}
+
+resources(s, name) := [object.get(c, "resources", {}) | c := pods.list(s, name)[_]]
+
+judged {
+	pods.judged
+}
+
+judged {
+	resized
+}
+
+limited := [c | judged; c := pods.all_checked[_]; not ephemeral_names[c.name]]
 
 violation[{"msg": msg}] {
 	bad := [sprintf("%s (%s)", [c.name, concat("; ", problems)]) |

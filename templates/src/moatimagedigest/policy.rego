@@ -12,7 +12,7 @@ reject_on_error {
 # The image split at "@": [reference, digest], or just [reference].
 parts(c) := split(c.image, "@")
 
-unpinned := [c.name | c := pods.checked[_]; is_string(c.image); count(parts(c)) < 2]
+unpinned := [c.name | c := pods.fresh[_]; is_string(c.image); count(parts(c)) < 2]
 
 violation[{"msg": msg}] {
 	count(unpinned) > 0
@@ -20,7 +20,7 @@ violation[{"msg": msg}] {
 }
 
 # Pinned images that name a tag too: ask the provider what the tag is now.
-tagged := [[c.name, p[0], p[1]] | c := pods.checked[_]; is_string(c.image); p := parts(c); count(p) == 2; has_tag(p[0])]
+tagged := [[c.name, p[0], p[1]] | c := pods.fresh[_]; is_string(c.image); p := parts(c); count(p) == 2; has_tag(p[0])]
 
 has_tag(ref) {
 	i := max(indexof_n(ref, ":"))

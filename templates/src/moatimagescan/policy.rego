@@ -27,7 +27,7 @@ decision(c) := ["reject", "on alwaysReject"] {
 	setting("defaultPolicy", "scan-result") == "accept"
 } else := ["reject", "defaultPolicy is reject"]
 
-scanned := [c | c := pods.checked[_]; is_string(c.image); decision(c)[0] == "scan"]
+scanned := [c | c := pods.fresh[_]; is_string(c.image); decision(c)[0] == "scan"]
 
 keys := sort({c.image | c := scanned[_]})
 
@@ -108,7 +108,7 @@ final(c) := [v, r] {
 } else := [setting("providerError", "reject"), verdict(c)[1]]
 
 violation[{"msg": msg}] {
-	c := pods.checked[_]
+	c := pods.fresh[_]
 	is_string(c.image)
 	f := final(c)
 	f[0] == "reject"

@@ -12,7 +12,7 @@ exempt(c) {
 	images.under(images.repository(c.image), params.alwaysAccept[_])
 }
 
-checked := [c | c := pods.checked[_]; is_string(c.image); not exempt(c)]
+checked := [c | c := pods.fresh[_]; is_string(c.image); not exempt(c)]
 
 keys := sort({c.image | c := checked[_]})
 

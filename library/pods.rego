@@ -8,10 +8,16 @@ import data.lib.moat.review
 
 params := review.params
 
-# pod_spec is the pod spec of the object, judged or not; empty on DELETE.
-pod_spec := s {
-	s := review.object.spec
-	is_object(s)
+# pod_spec is the pod spec of the object, judged or not, without its null
+# fields; empty on DELETE.
+pod_spec := without_nulls(review.object.spec)
+
+# without_nulls(x) is object x less every field whose value is null: the API
+# server decodes such a field as absent, and raw manifests checked by gator
+# or moat verify carry them (Helm output often does). Its CEL twin is the
+# rewrite of has() by templates/gen.
+without_nulls(x) := json.remove(x, [p | walk(x, [p, v]); v == null; is_string(p[count(p) - 1])]) {
+	is_object(x)
 } else := {}
 
 # is_update: an UPDATE that carries the pod before the change, as the API
@@ -21,10 +27,8 @@ is_update {
 	is_object(input.review.oldObject)
 }
 
-old_pod_spec := s {
+old_pod_spec := without_nulls(input.review.oldObject.spec) {
 	is_update
-	s := input.review.oldObject.spec
-	is_object(s)
 } else := {}
 
 list(s, name) := l {

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 
@@ -26,8 +27,11 @@ import (
 )
 
 type source struct {
-	Kind        string   `yaml:"kind"`
-	Title       string   `yaml:"title"`
+	Kind  string `yaml:"kind"`
+	Title string `yaml:"title"`
+	// Version is metadata.gatekeeper.sh/version: a semantic version, its
+	// minor raised when the template's behaviour changes.
+	Version     string   `yaml:"version"`
 	Description string   `yaml:"description"`
 	Controls    []string `yaml:"controls"`
 	Pod         bool     `yaml:"pod"`
@@ -38,8 +42,9 @@ type source struct {
 	// would run only the CEL of a template that has both, so they have none.
 	RegoOnly bool `yaml:"regoOnly"`
 	// JudgedWhen replaces variables.judged as the CEL condition for a
-	// verdict, for a rule that judges more updates than Pod Security
-	// Admission does (its Rego must do the same).
+	// verdict of a pod template, for a rule that judges more updates than
+	// Pod Security Admission does; its Rego then guards its violations with
+	// a rule "judged" of its own instead of pods.judged.
 	JudgedWhen string    `yaml:"judgedWhen"`
 	Libs       []string  `yaml:"libs"`
 	Parameters yaml.Node `yaml:"parameters"`
@@ -193,7 +198,19 @@ func build(root, dir string) ([]byte, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
+	if src.Pod {
+		guard := "pods.judged"
+		if src.JudgedWhen != "" {
+			guard = "judged"
+		}
+		if rego, err = guardViolations(rego, guard); err != nil {
+			return nil, "", err
+		}
+	}
 	name := strings.ToLower(src.Kind)
+	if !semver.MatchString(src.Version) {
+		return nil, "", fmt.Errorf("template.yaml: version %q is not a semantic version (major.minor.patch)", src.Version)
+	}
 	if filepath.Base(dir) != name {
 		return nil, "", fmt.Errorf("directory must be named %q after the kind", name)
 	}
@@ -235,13 +252,14 @@ func build(root, dir string) ([]byte, string, error) {
 	for i := range cel.Validations {
 		cel.Validations[i].Expression = gate + " || (" + strings.TrimSpace(cel.Validations[i].Expression) + ")"
 	}
+	nullIsAbsent(&cel)
 	var t template
 	t.APIVersion = "templates.gatekeeper.sh/v1"
 	t.Kind = "ConstraintTemplate"
 	t.Metadata.Name = name
 	t.Metadata.Annotations = map[string]string{
 		"metadata.gatekeeper.sh/title":   src.Title,
-		"metadata.gatekeeper.sh/version": "1.0.0",
+		"metadata.gatekeeper.sh/version": src.Version,
 		"description":                    strings.TrimSpace(src.Description),
 		"moat.dev/controls":              strings.Join(src.Controls, "; "),
 	}
@@ -279,6 +297,56 @@ func build(root, dir string) ([]byte, string, error) {
 		return nil, "", err
 	}
 	return buf.Bytes(), name, nil
+}
+
+var semver = regexp.MustCompile(`^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$`)
+
+// hasField is a CEL presence test of a field path, as the sources write it.
+var hasField = regexp.MustCompile(`\bhas\(([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+)\)`)
+
+// nullIsAbsent makes every has(x.f) of the CEL code false when f is an
+// explicit null, as the API server decodes it (object, oldObject and params
+// are dynamic in CEL, so the comparison compiles). Raw manifests checked by
+// gator or moat verify carry such nulls (Helm output often does), and CEL
+// would otherwise select fields of null and fail the evaluation. The
+// Rego twin is library/pods.rego's pod_spec, which drops null fields.
+func nullIsAbsent(cel *celSource) {
+	fix := func(e string) string {
+		return hasField.ReplaceAllStringFunc(e, func(h string) string {
+			path := hasField.FindStringSubmatch(h)[1]
+			// request and namespaceObject are typed: their fields are never
+			// null, and CEL refuses to compare a string with null.
+			if strings.HasPrefix(path, "request.") || strings.HasPrefix(path, "namespaceObject.") {
+				return h
+			}
+			return "(" + h + " && " + path + " != null)"
+		})
+	}
+	for i := range cel.Variables {
+		cel.Variables[i].Expression = fix(cel.Variables[i].Expression)
+	}
+	for i := range cel.Validations {
+		cel.Validations[i].Expression = fix(cel.Validations[i].Expression)
+		cel.Validations[i].MessageExpression = fix(cel.Validations[i].MessageExpression)
+	}
+}
+
+// guardViolations makes guard the first condition of every violation rule,
+// as the CEL validations are wrapped: a pod template gives a verdict only
+// on a review library/pods.rego judges.
+func guardViolations(rego []byte, guard string) ([]byte, error) {
+	lines := strings.Split(string(rego), "\n")
+	out := make([]string, 0, len(lines))
+	for _, l := range lines {
+		out = append(out, l)
+		if strings.HasPrefix(l, "violation[") {
+			if !strings.HasSuffix(l, "] {") {
+				return nil, fmt.Errorf("policy.rego: a violation rule must open its body on its first line: %q", l)
+			}
+			out = append(out, "\t"+guard)
+		}
+	}
+	return []byte(strings.Join(out, "\n")), nil
 }
 
 // mirrorIntoChart copies the templates and the constraint sets into the

@@ -16,6 +16,7 @@ import (
 
 	"github.com/open-policy-agent/gatekeeper/v3/pkg/gator"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/yaml"
 )
 
@@ -78,6 +79,21 @@ func clients(t testing.TB) (cel, rego gator.Client, constraints []string) {
 	return cel, rego, constraints
 }
 
+// resized is an update of the pods/resize subresource: new resources for a
+// container, which MoatContainerLimits judges and no other rule does.
+func resized(r *rand.Rand, old map[string]any) podUpdate {
+	p := runtime.DeepCopyJSON(old)
+	cs, _ := p["spec"].(map[string]any)["containers"].([]any)
+	if len(cs) > 0 {
+		c := cs[r.IntN(len(cs))].(map[string]any)
+		c["resources"] = pick(r,
+			map[string]any{"limits": map[string]any{"cpu": "500m", "memory": "256Mi"}},
+			map[string]any{"limits": map[string]any{"cpu": "64", "memory": "1Ti"}},
+			map[string]any{"requests": map[string]any{"cpu": "100m"}})
+	}
+	return podUpdate{kind: "resize", subresource: "resize", old: old, new: p}
+}
+
 func TestEnginesAgreeOnGeneratedPods(t *testing.T) {
 	cel, rego, constraints := clients(t)
 	n := 2000
@@ -86,12 +102,26 @@ func TestEnginesAgreeOnGeneratedPods(t *testing.T) {
 	}
 	rng := rand.New(rand.NewPCG(20261122, 3))
 	violated := map[string]int{}
+	updates := map[string]int{}
 	for i := range n {
 		pod := &unstructured.Unstructured{Object: randomPod(rng, i)}
 		a, b := verdicts(t, cel, pod), verdicts(t, rego, pod)
 		if strings.Join(a, "\n") != strings.Join(b, "\n") {
 			js, _ := yaml.Marshal(pod.Object)
 			t.Fatalf("pod %d: the engines disagree\nCEL:\n  %s\nRego:\n  %s\npod:\n%s", i, strings.Join(a, "\n  "), strings.Join(b, "\n  "), js)
+		}
+		// Every fourth pod is updated too, as podUpdates does, and resized.
+		if i%4 == 0 && pod.GetKind() == "Pod" {
+			for _, u := range append(podUpdates(rng, pod.Object), resized(rng, pod.Object)) {
+				ua, ub := reviewUpdate(t, cel, u), reviewUpdate(t, rego, u)
+				sort.Strings(ua)
+				sort.Strings(ub)
+				if strings.Join(ua, "\n") != strings.Join(ub, "\n") {
+					js, _ := yaml.Marshal(map[string]any{"old": u.old, "new": u.new})
+					t.Fatalf("pod %d, update %s: the engines disagree\nCEL:\n  %s\nRego:\n  %s\n%s", i, u.kind, strings.Join(ua, "\n  "), strings.Join(ub, "\n  "), js)
+				}
+				updates[u.kind+map[bool]string{true: " (allowed)", false: " (denied)"}[len(ua) == 0]]++
+			}
 		}
 		seen := map[string]bool{}
 		for _, v := range a {
@@ -108,5 +138,5 @@ func TestEnginesAgreeOnGeneratedPods(t *testing.T) {
 			t.Errorf("constraint %s is violated by %d of %d generated pods; extend the generator so both sides occur", c, violated[c], n)
 		}
 	}
-	t.Logf("%d pods: CEL and Rego agree on every verdict and message; violations per constraint: %v", n, violated)
+	t.Logf("%d pods: CEL and Rego agree on every verdict and message; violations per constraint: %v; updates: %v", n, violated, updates)
 }

@@ -1,0 +1,269 @@
+package templates_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"github.com/open-policy-agent/gatekeeper/v3/pkg/gator"
+	mutationtypes "github.com/open-policy-agent/gatekeeper/v3/pkg/mutation/types"
+	"github.com/open-policy-agent/gatekeeper/v3/pkg/target"
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/pod-security-admission/admission"
+	admissionapi "k8s.io/pod-security-admission/admission/api"
+	"k8s.io/pod-security-admission/api"
+	"k8s.io/pod-security-admission/metrics"
+	"k8s.io/pod-security-admission/policy"
+	"sigs.k8s.io/yaml"
+)
+
+// podUpdate is an UPDATE of a pod as the API server sends it for admission.
+type podUpdate struct {
+	kind        string
+	subresource string
+	old, new    map[string]any
+}
+
+// podUpdates are the updates a running pod meets, each made from old: a
+// label, a finalizer removed while terminating (both insignificant to Pod
+// Security Admission), an image changed, a container added, a status
+// update, and kubectl debug adding an ephemeral container, hardened,
+// random or privileged.
+func podUpdates(r *rand.Rand, old map[string]any) []podUpdate {
+	with := func(change func(p map[string]any)) map[string]any {
+		p := runtime.DeepCopyJSON(old)
+		change(p)
+		return p
+	}
+	containers := func(p map[string]any, list string) []any {
+		cs, _ := p["spec"].(map[string]any)[list].([]any)
+		return cs
+	}
+	debug := func(sc map[string]any) map[string]any {
+		c := map[string]any{"name": fmt.Sprintf("debugger-%d", r.IntN(1000)), "image": "busybox:1.37"}
+		if sc != nil {
+			c["securityContext"] = sc
+		}
+		return c
+	}
+	hardened := map[string]any{"runAsNonRoot": true, "allowPrivilegeEscalation": false, "capabilities": map[string]any{"drop": []any{"ALL"}}, "seccompProfile": map[string]any{"type": "RuntimeDefault"}}
+	addEphemeral := func(c map[string]any) func(p map[string]any) {
+		return func(p map[string]any) {
+			spec := p["spec"].(map[string]any)
+			spec["ephemeralContainers"] = append(containers(p, "ephemeralContainers"), c)
+		}
+	}
+	terminating := with(func(p map[string]any) {
+		m := p["metadata"].(map[string]any)
+		m["deletionTimestamp"] = "2026-12-01T10:00:00Z"
+		m["finalizers"] = []any{"example.com/cleanup"}
+	})
+	finalized := runtime.DeepCopyJSON(terminating)
+	delete(finalized["metadata"].(map[string]any), "finalizers")
+	random := randomContainer(r, "debugger")
+	delete(random, "resources")
+	ups := []podUpdate{
+		{kind: "metadata-only", old: old, new: with(func(p map[string]any) {
+			p["metadata"].(map[string]any)["labels"] = map[string]any{"team": "payments"}
+		})},
+		{kind: "finalizer-removed-while-terminating", old: terminating, new: finalized},
+		{kind: "status", subresource: "status", old: old, new: with(func(p map[string]any) {
+			p["status"] = map[string]any{"phase": "Running"}
+		})},
+		{kind: "ephemeral-hardened", subresource: "ephemeralcontainers", old: old, new: with(addEphemeral(debug(hardened)))},
+		{kind: "ephemeral-random", subresource: "ephemeralcontainers", old: old, new: with(addEphemeral(random))},
+		{kind: "ephemeral-privileged", subresource: "ephemeralcontainers", old: old, new: with(addEphemeral(debug(map[string]any{"privileged": true})))},
+		{kind: "container-added", old: old, new: with(func(p map[string]any) {
+			c := randomContainer(r, "added")
+			delete(c, "resources")
+			p["spec"].(map[string]any)["containers"] = append(containers(p, "containers"), c)
+		})},
+	}
+	if cs := containers(old, "containers"); len(cs) > 0 {
+		ups = append(ups, podUpdate{kind: "image-changed", old: old, new: with(func(p map[string]any) {
+			c := containers(p, "containers")[r.IntN(len(cs))].(map[string]any)
+			c["image"] = fmt.Sprintf("%v-next", c["image"])
+		})})
+	}
+	return ups
+}
+
+// psaAdmission is Pod Security Admission's own admission code, enforcing
+// level through the namespace label as a cluster would.
+func psaAdmission(t *testing.T) *admission.Admission {
+	t.Helper()
+	eval, err := policy.NewEvaluator(policy.DefaultChecks(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := &admissionapi.PodSecurityConfiguration{Defaults: admissionapi.PodSecurityDefaults{
+		Enforce: "privileged", EnforceVersion: "latest", Audit: "privileged", AuditVersion: "latest", Warn: "privileged", WarnVersion: "latest",
+	}}
+	a := &admission.Admission{
+		Configuration:   cfg,
+		Evaluator:       eval,
+		Metrics:         noMetrics{},
+		NamespaceGetter: levelNamespaces{},
+		PodLister:       noPods{},
+	}
+	if err := a.CompleteConfiguration(); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.ValidateConfiguration(); err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// levelNamespaces: a namespace is named after the level it enforces.
+type levelNamespaces struct{}
+
+func (levelNamespaces) GetNamespace(_ context.Context, name string) (*corev1.Namespace, error) {
+	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{api.EnforceLevelLabel: name}}}, nil
+}
+
+type noPods struct{}
+
+func (noPods) ListPods(context.Context, string) ([]*corev1.Pod, error) { return nil, nil }
+
+type noMetrics struct{}
+
+func (noMetrics) RecordEvaluation(metrics.Decision, api.LevelVersion, metrics.Mode, api.Attributes) {}
+func (noMetrics) RecordExemption(api.Attributes)                                                    {}
+func (noMetrics) RecordError(bool, api.Attributes)                                                  {}
+
+func toPod(t *testing.T, obj map[string]any) *corev1.Pod {
+	t.Helper()
+	var pod corev1.Pod
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj, &pod); err != nil {
+		t.Fatal(err)
+	}
+	return &pod
+}
+
+// reviewUpdate is Moat's verdicts on u, sent as Gatekeeper's webhook sends
+// an admission request.
+func reviewUpdate(t testing.TB, c gator.Client, u podUpdate) []string {
+	t.Helper()
+	raw := func(o map[string]any) runtime.RawExtension {
+		b, err := json.Marshal(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return runtime.RawExtension{Raw: b}
+	}
+	meta := u.new["metadata"].(map[string]any)
+	req := &admissionv1.AdmissionRequest{
+		UID:         "update",
+		Kind:        metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},
+		Resource:    metav1.GroupVersionResource{Version: "v1", Resource: "pods"},
+		SubResource: u.subresource,
+		Name:        fmt.Sprint(meta["name"]),
+		Namespace:   fmt.Sprint(meta["namespace"]),
+		Operation:   admissionv1.Update,
+		Object:      raw(u.new),
+		OldObject:   raw(u.old),
+	}
+	resp, err := c.Review(context.Background(), target.AugmentedReview{AdmissionRequest: req, Source: mutationtypes.SourceTypeOriginal, IsAdmission: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, r := range resp.Results() {
+		out = append(out, r.Constraint.GetName()+": "+r.Msg)
+	}
+	return out
+}
+
+// TestPodSecurityStandardsMatchPodSecurityAdmissionOnUpdate sends the
+// updates of podUpdates, made from hand-written and generated pods, to Pod
+// Security Admission's admission code and to Moat's PSS sets, at both
+// levels: the verdicts must be equal.
+func TestPodSecurityStandardsMatchPodSecurityAdmissionOnUpdate(t *testing.T) {
+	psa := psaAdmission(t)
+	levels := []struct {
+		level  api.Level
+		client gator.Client
+	}{
+		{api.LevelBaseline, pssClient(t, "baseline")},
+		{api.LevelRestricted, pssClient(t, "baseline", "restricted")},
+	}
+	pods := handWrittenPods(t)
+	rng := rand.New(rand.NewPCG(20261201, 5))
+	for i := 0; len(pods) < 400; i++ {
+		obj := randomPod(rng, i)
+		if i%2 == 0 {
+			obj = nearlyCompliantPod(rng, i)
+		}
+		if obj["kind"] != "Pod" {
+			continue
+		}
+		for _, list := range []string{"containers", "initContainers", "ephemeralContainers"} {
+			cs, _ := obj["spec"].(map[string]any)[list].([]any)
+			for _, c := range cs {
+				delete(c.(map[string]any), "resources")
+			}
+		}
+		pods = append(pods, obj)
+	}
+	counts := map[string][2]int{}
+	for i, old := range pods {
+		for _, u := range podUpdates(rng, old) {
+			for _, l := range levels {
+				u.old["metadata"].(map[string]any)["namespace"] = string(l.level)
+				u.new["metadata"].(map[string]any)["namespace"] = string(l.level)
+				attrs := &api.AttributesRecord{
+					Name: fmt.Sprint(u.new["metadata"].(map[string]any)["name"]), Namespace: string(l.level),
+					Kind: corev1.SchemeGroupVersion.WithKind("Pod"), Resource: corev1.SchemeGroupVersion.WithResource("pods"),
+					Subresource: u.subresource, Operation: admissionv1.Update,
+					Object: toPod(t, u.new), OldObject: toPod(t, u.old),
+				}
+				resp := psa.Validate(context.Background(), attrs)
+				got := reviewUpdate(t, l.client, u)
+				if resp.Allowed != (len(got) == 0) {
+					js, _ := yaml.Marshal(map[string]any{"old": u.old, "new": u.new})
+					reason := ""
+					if resp.Result != nil {
+						reason = resp.Result.Message
+					}
+					t.Fatalf("pod %d, update %s at %s: Pod Security Admission allows=%v (%s), Moat's constraints allow=%v (%s)\n%s",
+						i, u.kind, l.level, resp.Allowed, reason, len(got) == 0, strings.Join(got, "; "), js)
+				}
+				n := counts[u.kind]
+				if resp.Allowed {
+					n[0]++
+				} else {
+					n[1]++
+				}
+				counts[u.kind] = n
+			}
+		}
+	}
+	// Insignificant updates are allowed, whatever the pod (image-changed
+	// shows that many pods were not compliant); a privileged container is
+	// denied at both levels; the rest meet both verdicts.
+	for kind, n := range counts {
+		switch kind {
+		case "metadata-only", "finalizer-removed-while-terminating", "status":
+			if n[1] != 0 {
+				t.Errorf("%s: Pod Security Admission denied %d", kind, n[1])
+			}
+		case "ephemeral-privileged":
+			if n[0] != 0 {
+				t.Errorf("%s: Pod Security Admission allowed %d", kind, n[0])
+			}
+		default:
+			if n[0] == 0 || n[1] == 0 {
+				t.Errorf("%s: %d allowed, %d denied; the generator must produce both", kind, n[0], n[1])
+			}
+		}
+	}
+	t.Logf("%d pods, each updated %d ways at 2 levels: same verdict as Pod Security Admission's admission code; allowed/denied per update: %v",
+		len(pods), len(counts), counts)
+}

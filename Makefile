@@ -27,7 +27,7 @@ test: lint unit fuzz policy chart-policy run-check e2e ## everything CI runs
 
 unit: ## unit, integration and Gatekeeper-client tests
 	$(GO) test -race -count=1 ./provider/...
-	$(GO) test -count=1 $(shell $(GO) list ./test/... | grep -v /test/e2e)
+	$(GO) test -count=1 -timeout 30m $(shell $(GO) list ./test/... | grep -v /test/e2e)
 	cd tools/helm && $(GO) test -count=1 ./...
 
 # The first run builds kube-apiserver, kube-controller-manager, etcd and Gatekeeper into

@@ -16,9 +16,12 @@ pod_spec := without_nulls(review.object.spec)
 # server decodes such a field as absent, and raw manifests checked by gator
 # or moat verify carry them (Helm output often does). Its CEL twin is the
 # rewrite of has() by templates/gen.
-without_nulls(x) := json.remove(x, [p | walk(x, [p, v]); v == null; is_string(p[count(p) - 1])]) {
+without_nulls(x) := json.remove(x, [pointer(p) | walk(x, [p, v]); v == null; is_string(p[count(p) - 1])]) {
 	is_object(x)
 } else := {}
+
+# pointer(p): path p as a JSON pointer ("containers/0/securityContext").
+pointer(p) := concat("/", [replace(replace(sprintf("%v", [s]), "~", "~0"), "/", "~1") | s := p[_]])
 
 # is_update: an UPDATE that carries the pod before the change, as the API
 # server sends it.

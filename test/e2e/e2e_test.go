@@ -21,6 +21,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -144,6 +145,7 @@ func TestEndToEnd(t *testing.T) {
 	t.Run("DigestsPinnedAtAdmission", e.digestPinning)
 	t.Run("PrivilegedEphemeralContainerDenied", e.ephemeralContainer)
 	t.Run("AuditReportsDryrunViolations", e.auditDryrun)
+	t.Run("UpdatesOfPodsAdmittedUnderDryrun", e.updatesAfterEnforcing)
 	t.Run("ProviderDown", e.providerDown)
 }
 
@@ -659,6 +661,104 @@ func (e *e2e) auditDryrun(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(reportedBy, "\n"), "seccomp") {
 		t.Errorf("audit reports dev/audit-me, but not its missing seccomp profile: %v", reportedBy)
+	}
+}
+
+// updatesAfterEnforcing: a pod admitted while a constraint was on trial
+// (dryrun) must still take labels and lose its finalizer once the
+// constraint denies, and must not take a privileged debug container.
+func (e *e2e) updatesAfterEnforcing(t *testing.T) {
+	ctx := context.Background()
+	var seccomp *unstructured.Unstructured
+	for _, c := range e.constraints {
+		if a, _, _ := unstructured.NestedString(c.Object, "spec", "enforcementAction"); c.GetKind() == "MoatSeccomp" && a == "dryrun" {
+			seccomp = c.DeepCopy()
+		}
+	}
+	if seccomp == nil {
+		t.Fatal("the chart's values put no MoatSeccomp constraint on trial (dryrun)")
+	}
+	// Admitted under dryrun: no seccomp profile, and a finalizer.
+	legacy := healthyPod("dev", "legacy", e.registry+"/app/web:v1")
+	legacy.Spec.SecurityContext.SeccompProfile = nil
+	legacy.Finalizers = []string{"moat.dev/e2e"}
+	pod, err := e.create(legacy, false)
+	if err != nil {
+		t.Fatalf("a pod breaking only a dryrun constraint: %v", err)
+	}
+
+	setAction := func(action string) {
+		t.Helper()
+		c := seccomp.DeepCopy()
+		must(t, unstructured.SetNestedField(c.Object, action, "spec", "enforcementAction"))
+		if _, err := e.apply.Apply(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setAction("deny")
+	t.Cleanup(func() { setAction("dryrun") })
+	// Enforced once a new pod like it is denied (by the webhook or the
+	// ValidatingAdmissionPolicy, whichever is first).
+	twin := legacy.DeepCopy()
+	twin.Name, twin.Finalizers = "legacy-twin", nil
+	err = cluster.Poll(ctx, 60*time.Second, func() error {
+		if _, err := e.create(twin.DeepCopy(), true); err == nil {
+			return fmt.Errorf("a pod without a seccomp profile is still admitted")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.create(twin.DeepCopy(), true)
+	denied(t, "a new pod without a seccomp profile", err, seccomp.GetName())
+
+	// kubectl label: nothing a control looks at changed.
+	pod.Labels = map[string]string{"team": "payments"}
+	if pod, err = e.client.CoreV1().Pods("dev").Update(ctx, pod, metav1.UpdateOptions{}); err != nil {
+		t.Fatalf("labelling a pod admitted under dryrun: %v", err)
+	}
+
+	// kubectl debug, privileged: judged, and denied.
+	healthy := healthyPod("", "", e.registry+"/app/web:v1").Spec.Containers[0]
+	root := corev1.EphemeralContainer{EphemeralContainerCommon: corev1.EphemeralContainerCommon{
+		Name: "root-debugger", Image: e.registry + "/app/web:v1", SecurityContext: healthy.SecurityContext.DeepCopy(),
+	}}
+	root.SecurityContext.Privileged, root.SecurityContext.AllowPrivilegeEscalation = ptr.To(true), nil
+	withRoot := pod.DeepCopy()
+	withRoot.Spec.EphemeralContainers = append(withRoot.Spec.EphemeralContainers, root)
+	_, err = e.client.CoreV1().Pods("dev").UpdateEphemeralContainers(ctx, pod.Name, withRoot, metav1.UpdateOptions{})
+	denied(t, "a privileged ephemeral container on a pod admitted under dryrun", err)
+
+	// Deleted: it waits for its finalizer, whose removal must be admitted.
+	must(t, e.client.CoreV1().Pods("dev").Delete(ctx, pod.Name, metav1.DeleteOptions{}))
+	err = cluster.Poll(ctx, 30*time.Second, func() error {
+		p, err := e.client.CoreV1().Pods("dev").Get(ctx, pod.Name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if p.DeletionTimestamp == nil {
+			return fmt.Errorf("dev/%s has no deletionTimestamp yet", pod.Name)
+		}
+		pod = p
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod.Finalizers = nil
+	if _, err := e.client.CoreV1().Pods("dev").Update(ctx, pod, metav1.UpdateOptions{}); err != nil {
+		t.Fatalf("removing the finalizer of a terminating pod admitted under dryrun: %v", err)
+	}
+	err = cluster.Poll(ctx, 30*time.Second, func() error {
+		_, err := e.client.CoreV1().Pods("dev").Get(ctx, pod.Name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("dev/%s is still there (%v)", pod.Name, err)
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 

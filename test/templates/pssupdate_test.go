@@ -196,7 +196,7 @@ func TestPodSecurityStandardsMatchPodSecurityAdmissionOnUpdate(t *testing.T) {
 	}
 	pods := handWrittenPods(t)
 	rng := rand.New(rand.NewPCG(20261201, 5))
-	for i := 0; len(pods) < 400; i++ {
+	for i := 0; len(pods) < 300; i++ {
 		obj := randomPod(rng, i)
 		if i%2 == 0 {
 			obj = nearlyCompliantPod(rng, i)

@@ -10,7 +10,9 @@ params := review.params
 
 # pod_spec is the pod spec of the object, judged or not, without its null
 # fields; empty on DELETE.
-pod_spec := without_nulls(review.object.spec)
+pod_spec := without_nulls(s) {
+	s := review.object.spec
+} else := {}
 
 # without_nulls(x) is object x less every field whose value is null: the API
 # server decodes such a field as absent, and raw manifests checked by gator
@@ -30,8 +32,9 @@ is_update {
 	is_object(input.review.oldObject)
 }
 
-old_pod_spec := without_nulls(input.review.oldObject.spec) {
+old_pod_spec := without_nulls(s) {
 	is_update
+	s := input.review.oldObject.spec
 } else := {}
 
 list(s, name) := l {

@@ -53,12 +53,13 @@ significant_update {
 	images(pod_spec, name) != images(old_pod_spec, name)
 }
 
+# As Pod Security Admission: an ephemeral container is compared with the
+# first old one of its name.
 significant_update {
 	e := list(pod_spec, "ephemeralContainers")[_]
-	not old_ephemeral[[object.get(e, "name", ""), object.get(e, "image", "")]]
+	same_name := [object.get(o, "image", "") | o := list(old_pod_spec, "ephemeralContainers")[_]; object.get(o, "name", "") == object.get(e, "name", "")]
+	not same_name[0] == object.get(e, "image", "")
 }
-
-old_ephemeral := {[object.get(o, "name", ""), object.get(o, "image", "")] | o := list(old_pod_spec, "ephemeralContainers")[_]}
 
 # Subresources Pod Security Admission ignores: none of them changes the spec.
 ignored_subresources := {"exec", "attach", "binding", "eviction", "log", "portforward", "proxy", "status"}

@@ -46,32 +46,8 @@ func TestPodSecurityStandardsMatchPodSecurityAdmission(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	levels := []struct {
-		level  api.Level
-		client gator.Client
-	}{
-		{api.LevelBaseline, pssClient(t, "baseline")},
-		{api.LevelRestricted, pssClient(t, "baseline", "restricted")},
-	}
-	pods := handWrittenPods(t)
-	rng := rand.New(rand.NewPCG(7, 11))
-	for i := 0; len(pods) < 3000; i++ {
-		obj := randomPod(rng, i)
-		if i%2 == 0 {
-			obj = nearlyCompliantPod(rng, i)
-		}
-		if obj["kind"] != "Pod" {
-			continue
-		}
-		// Resources are no part of either; generated ones may not even parse.
-		for _, list := range []string{"containers", "initContainers", "ephemeralContainers"} {
-			cs, _ := obj["spec"].(map[string]any)[list].([]any)
-			for _, c := range cs {
-				delete(c.(map[string]any), "resources")
-			}
-		}
-		pods = append(pods, obj)
-	}
+	levels := pssLevels(t)
+	pods := psaPods(t, rand.New(rand.NewPCG(7, 11)), 3000)
 	counts := map[api.Level][2]int{}
 	for i, obj := range pods {
 		var pod corev1.Pod
@@ -102,6 +78,43 @@ func TestPodSecurityStandardsMatchPodSecurityAdmission(t *testing.T) {
 	}
 	t.Logf("%d pods: same verdict as Pod Security Admission at every level; allowed/denied: baseline %v, restricted %v",
 		len(pods), counts[api.LevelBaseline], counts[api.LevelRestricted])
+}
+
+// pssLevels are the two levels with a client holding Moat's sets for each.
+func pssLevels(t *testing.T) []pssLevel {
+	return []pssLevel{
+		{api.LevelBaseline, pssClient(t, "baseline")},
+		{api.LevelRestricted, pssClient(t, "baseline", "restricted")},
+	}
+}
+
+type pssLevel struct {
+	level  api.Level
+	client gator.Client
+}
+
+// psaPods is the hand-written pods and then pods generated near every
+// control's boundary, n in all, without resources: they are no part of
+// either, and generated ones may not even parse.
+func psaPods(t *testing.T, rng *rand.Rand, n int) []map[string]any {
+	pods := handWrittenPods(t)
+	for i := 0; len(pods) < n; i++ {
+		obj := randomPod(rng, i)
+		if i%2 == 0 {
+			obj = nearlyCompliantPod(rng, i)
+		}
+		if obj["kind"] != "Pod" {
+			continue
+		}
+		for _, list := range []string{"containers", "initContainers", "ephemeralContainers"} {
+			cs, _ := obj["spec"].(map[string]any)[list].([]any)
+			for _, c := range cs {
+				delete(c.(map[string]any), "resources")
+			}
+		}
+		pods = append(pods, obj)
+	}
+	return pods
 }
 
 // handWrittenPods are the edges each control turns on, written out.

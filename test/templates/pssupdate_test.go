@@ -187,31 +187,9 @@ func TestPodSecurityStandardsMatchPodSecurityAdmissionOnUpdate(t *testing.T) {
 		t.Fatal(err)
 	}
 	psa := psaAdmission(t, eval)
-	levels := []struct {
-		level  api.Level
-		client gator.Client
-	}{
-		{api.LevelBaseline, pssClient(t, "baseline")},
-		{api.LevelRestricted, pssClient(t, "baseline", "restricted")},
-	}
-	pods := handWrittenPods(t)
-	rng := rand.New(rand.NewPCG(20261201, 5))
-	for i := 0; len(pods) < 300; i++ {
-		obj := randomPod(rng, i)
-		if i%2 == 0 {
-			obj = nearlyCompliantPod(rng, i)
-		}
-		if obj["kind"] != "Pod" {
-			continue
-		}
-		for _, list := range []string{"containers", "initContainers", "ephemeralContainers"} {
-			cs, _ := obj["spec"].(map[string]any)[list].([]any)
-			for _, c := range cs {
-				delete(c.(map[string]any), "resources")
-			}
-		}
-		pods = append(pods, obj)
-	}
+	levels := pssLevels(t)
+	pods := psaPods(t, rand.New(rand.NewPCG(20261201, 5)), 300)
+	rng := rand.New(rand.NewPCG(20261201, 6))
 	counts := map[string][2]int{}
 	insignificant := map[string]bool{"metadata-only": true, "finalizer-removed-while-terminating": true, "status": true}
 	allowedNonCompliant := map[string]int{}

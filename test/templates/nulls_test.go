@@ -70,7 +70,7 @@ func withNulls(r *rand.Rand, pod map[string]any) (nulled, decoded map[string]any
 // engines, the verdict of the pod the API server would decode from it.
 func TestExplicitNullsAreAbsent(t *testing.T) {
 	cel, rego, _ := clients(t)
-	n := 600
+	n := 300
 	if testing.Short() {
 		n = 100
 	}

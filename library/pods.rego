@@ -8,9 +8,43 @@ import data.lib.moat.review
 
 params := review.params
 
-# pod_spec is the pod spec of the object, judged or not, without its null
-# fields; empty on DELETE.
+# A workload (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob)
+# is judged through its pod template, as Pod Security Admission reads it.
+workload_kinds := {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob"}
+
+is_workload {
+	workload_kinds[review.object.kind]
+}
+
+template_of(o) := t {
+	o.kind == "CronJob"
+	t := o.spec.jobTemplate.spec.template
+	is_object(t)
+} else := t {
+	o.kind != "CronJob"
+	t := o.spec.template
+	is_object(t)
+} else := {}
+
+pod_template := template_of(review.object) {
+	is_workload
+} else := {}
+
+# pod_metadata and pod_spec: the pod's, or the workload's pod template's,
+# judged or not; pod_spec without its null fields.
+pod_metadata := m {
+	is_workload
+	m := pod_template.metadata
+} else := m {
+	not is_workload
+	m := review.object.metadata
+} else := {}
+
 pod_spec := without_nulls(s) {
+	is_workload
+	s := pod_template.spec
+} else := without_nulls(s) {
+	not is_workload
 	s := review.object.spec
 } else := {}
 
@@ -29,15 +63,25 @@ without_nulls(x) := x {
 # pointer(p): path p as a JSON pointer ("containers/0/securityContext").
 pointer(p) := concat("/", [replace(replace(sprintf("%v", [s]), "~", "~0"), "/", "~1") | s := p[_]])
 
-# is_update: an UPDATE that carries the pod before the change, as the API
+# is_update: an UPDATE that carries the object before the change, as the API
 # server sends it.
 is_update {
 	input.review.operation == "UPDATE"
 	is_object(input.review.oldObject)
 }
 
+old_pod_template := template_of(input.review.oldObject) {
+	is_update
+	is_workload
+} else := {}
+
 old_pod_spec := without_nulls(s) {
 	is_update
+	is_workload
+	s := old_pod_template.spec
+} else := without_nulls(s) {
+	is_update
+	not is_workload
 	s := input.review.oldObject.spec
 } else := {}
 
@@ -69,18 +113,32 @@ significant_update {
 ignored_subresources := {"exec", "attach", "binding", "eviction", "log", "portforward", "proxy", "status"}
 
 # judged: the review asks for a verdict. Not on DELETE, not for the ignored
-# subresources, and for an UPDATE only when it is significant. An UPDATE
-# without its old object (a workload's pod template expanded by Gatekeeper)
-# is judged whole.
+# subresources. A pod on CREATE and in audit; on UPDATE only when it is
+# significant. A workload only on an UPDATE that changes its pod template
+# (its CREATE is judged through Gatekeeper's expansion into a pod); the pod
+# Gatekeeper expands from a workload's UPDATE comes without an old object
+# and is not judged, since the workload's own review is.
 judged {
 	not review.is_delete
 	not ignored_subresources[object.get(input.review, "subResource", "")]
-	not unjudged_update
+	judged_operation
 }
 
-unjudged_update {
+judged_operation {
+	is_workload
 	is_update
-	not significant_update
+	pod_template != old_pod_template
+}
+
+judged_operation {
+	not is_workload
+	is_update
+	significant_update
+}
+
+judged_operation {
+	not is_workload
+	not input.review.operation == "UPDATE"
 }
 
 # spec is the pod spec under review: empty unless judged.
@@ -100,12 +158,13 @@ checked := all_checked {
 	judged
 } else := []
 
-# fresh is the containers of all_checked whose image the pod did not run
-# before: all of them, except on an UPDATE, where only those added or given
-# another image. The image templates ask the provider about these alone, so
-# a pod keeps living with the images it was admitted with.
+# fresh is the containers of a judged review whose image the pod (or pod
+# template) did not run before: all of them, except on an UPDATE, where only
+# those added or given another image. The image templates ask the provider
+# about these alone, so a pod keeps living with the images it was admitted
+# with.
 fresh := [c | c := all_checked[_]; not old_images[object.get(c, "image", "")]] {
-	not ignored_subresources[object.get(input.review, "subResource", "")]
+	judged
 } else := []
 
 old_images := {object.get(c, "image", "") | name := ["containers", "initContainers", "ephemeralContainers"][_]; c := list(old_pod_spec, name)[_]}

@@ -687,6 +687,24 @@ func (e *e2e) updatesAfterEnforcing(t *testing.T) {
 		t.Fatalf("a pod breaking only a dryrun constraint: %v", err)
 	}
 
+	// A Deployment of such pods, admitted under dryrun too.
+	replicas := int32(1)
+	deployment := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "legacy", Namespace: "dev"},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &replicas,
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "legacy"}},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "legacy"}},
+				Spec:       *legacy.Spec.DeepCopy(),
+			},
+		},
+	}
+	if _, err = e.client.AppsV1().Deployments("dev").Create(ctx, deployment, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("a Deployment breaking only a dryrun constraint: %v", err)
+	}
+	t.Cleanup(func() { _ = e.client.AppsV1().Deployments("dev").Delete(ctx, "legacy", metav1.DeleteOptions{}) })
+
 	setAction := func(action string) {
 		t.Helper()
 		c := seccomp.DeepCopy()
@@ -718,6 +736,32 @@ func (e *e2e) updatesAfterEnforcing(t *testing.T) {
 	if pod, err = e.client.CoreV1().Pods("dev").Update(ctx, pod, metav1.UpdateOptions{}); err != nil {
 		t.Fatalf("labelling a pod admitted under dryrun: %v", err)
 	}
+
+	// The Deployment scaled through its spec: its pod template is unchanged.
+	// Its pod template changed: judged as a new one, and denied.
+	err = cluster.Poll(ctx, 30*time.Second, func() error {
+		d, err := e.client.AppsV1().Deployments("dev").Get(ctx, "legacy", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		d.Spec.Replicas = ptr.To(int32(2))
+		_, err = e.client.AppsV1().Deployments("dev").Update(ctx, d, metav1.UpdateOptions{})
+		if apierrors.IsConflict(err) { // the controller manager writes its status
+			return err
+		}
+		if err != nil {
+			t.Fatalf("scaling a Deployment admitted under dryrun: %v", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed, err := e.client.AppsV1().Deployments("dev").Get(ctx, "legacy", metav1.GetOptions{})
+	must(t, err)
+	changed.Spec.Template.Annotations = map[string]string{"kubectl.kubernetes.io/restartedAt": time.Now().UTC().Format(time.RFC3339)}
+	_, err = e.client.AppsV1().Deployments("dev").Update(ctx, changed, metav1.UpdateOptions{})
+	denied(t, "a restart (changed pod template) of a Deployment without seccomp", err, seccomp.GetName())
 
 	// kubectl debug, privileged: judged, and denied.
 	healthy := healthyPod("", "", e.registry+"/app/web:v1").Spec.Containers[0]

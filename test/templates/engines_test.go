@@ -48,12 +48,30 @@ func loadPack(t testing.TB, c gator.Client) []string {
 		}
 		for _, test := range suite.Tests {
 			u := pack.ReadConstraint(t, filepath.Join(filepath.Dir(sf), test.Constraint))
+			withWorkloads(t, u)
 			u.SetName(fmt.Sprintf("%s-%s", suite.Metadata.Name, test.Name))
 			pack.AddConstraint(t, c, u)
 			names = append(names, u.GetName())
 		}
 	}
 	return names
+}
+
+// withWorkloads adds the workload kinds to a constraint that matches pods,
+// as the shipped constraints do, so workload updates are judged too.
+func withWorkloads(t testing.TB, u *unstructured.Unstructured) {
+	kinds, _, _ := unstructured.NestedSlice(u.Object, "spec", "match", "kinds")
+	for _, k := range kinds {
+		if names, _ := k.(map[string]any)["kinds"].([]any); len(names) == 1 && names[0] == "Pod" {
+			kinds = append(kinds,
+				map[string]any{"apiGroups": []any{"apps"}, "kinds": []any{"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet"}},
+				map[string]any{"apiGroups": []any{"batch"}, "kinds": []any{"Job", "CronJob"}})
+			if err := unstructured.SetNestedSlice(u.Object, kinds, "spec", "match", "kinds"); err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+	}
 }
 
 // verdicts is the sorted "constraint: message" list of a review.
@@ -94,6 +112,33 @@ func resized(r *rand.Rand, old map[string]any) podUpdate {
 	return podUpdate{kind: "resize", subresource: "resize", old: old, new: p}
 }
 
+// workloadUpdates are UPDATEs of a Deployment and a CronJob whose pod
+// template is pod: scaled (template unchanged), and given another image.
+func workloadUpdates(r *rand.Rand, pod map[string]any) []podUpdate {
+	template := map[string]any{"metadata": runtime.DeepCopyJSONValue(pod["metadata"]), "spec": runtime.DeepCopyJSONValue(pod["spec"])}
+	meta := pod["metadata"].(map[string]any)
+	deployment := func(replicas int64, tmpl map[string]any) map[string]any {
+		return map[string]any{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": map[string]any{"name": "web", "namespace": meta["namespace"]},
+			"spec": map[string]any{"replicas": replicas, "template": runtime.DeepCopyJSONValue(tmpl)}}
+	}
+	cronJob := func(tmpl map[string]any) map[string]any {
+		return map[string]any{"apiVersion": "batch/v1", "kind": "CronJob", "metadata": map[string]any{"name": "nightly", "namespace": meta["namespace"]},
+			"spec": map[string]any{"schedule": "0 3 * * *", "jobTemplate": map[string]any{"spec": map[string]any{"template": runtime.DeepCopyJSONValue(tmpl)}}}}
+	}
+	changed := runtime.DeepCopyJSON(template)
+	if cs, _ := changed["spec"].(map[string]any)["containers"].([]any); len(cs) > 0 {
+		c := cs[r.IntN(len(cs))].(map[string]any)
+		c["image"] = fmt.Sprintf("%v-next", c["image"])
+	} else {
+		changed["metadata"].(map[string]any)["annotations"] = map[string]any{"kubectl.kubernetes.io/restartedAt": "2026-12-01T10:00:00Z"}
+	}
+	return []podUpdate{
+		{kind: "deployment-scaled", old: deployment(1, template), new: deployment(3, template)},
+		{kind: "deployment-template-changed", old: deployment(1, template), new: deployment(1, changed)},
+		{kind: "cronjob-template-changed", old: cronJob(template), new: cronJob(changed)},
+	}
+}
+
 func TestEnginesAgreeOnGeneratedPods(t *testing.T) {
 	cel, rego, constraints := clients(t)
 	n := 2000
@@ -112,7 +157,8 @@ func TestEnginesAgreeOnGeneratedPods(t *testing.T) {
 		}
 		// Every twentieth pod is updated too, as podUpdates does, and resized.
 		if i%20 == 0 && pod.GetKind() == "Pod" {
-			for _, u := range append(podUpdates(rng, pod.Object), resized(rng, pod.Object)) {
+			ups := append(podUpdates(rng, pod.Object), resized(rng, pod.Object))
+			for _, u := range append(ups, workloadUpdates(rng, pod.Object)...) {
 				ua, ub := reviewUpdate(t, cel, u), reviewUpdate(t, rego, u)
 				sort.Strings(ua)
 				sort.Strings(ub)
@@ -130,6 +176,11 @@ func TestEnginesAgreeOnGeneratedPods(t *testing.T) {
 		for c := range seen {
 			violated[c]++
 		}
+	}
+	// A workload whose pod template did not change is never judged; one
+	// whose template did is judged as a new pod.
+	if updates["deployment-scaled (denied)"] > 0 || updates["deployment-template-changed (denied)"] == 0 || updates["cronjob-template-changed (denied)"] == 0 {
+		t.Errorf("workload updates: %v; want no scaled Deployment denied and some changed templates denied", updates)
 	}
 	// Agreement proves something only where the generator makes pods on
 	// both sides of every constraint.

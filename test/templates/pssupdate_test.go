@@ -155,10 +155,18 @@ func reviewUpdate(t testing.TB, c gator.Client, u podUpdate) []string {
 		return runtime.RawExtension{Raw: b}
 	}
 	meta := u.new["metadata"].(map[string]any)
+	gvk := metav1.GroupVersionKind{Version: "v1", Kind: "Pod"}
+	resource := metav1.GroupVersionResource{Version: "v1", Resource: "pods"}
+	switch u.new["kind"] {
+	case "Deployment":
+		gvk, resource = metav1.GroupVersionKind{Group: "apps", Version: "v1", Kind: "Deployment"}, metav1.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}
+	case "CronJob":
+		gvk, resource = metav1.GroupVersionKind{Group: "batch", Version: "v1", Kind: "CronJob"}, metav1.GroupVersionResource{Group: "batch", Version: "v1", Resource: "cronjobs"}
+	}
 	req := &admissionv1.AdmissionRequest{
 		UID:         "update",
-		Kind:        metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},
-		Resource:    metav1.GroupVersionResource{Version: "v1", Resource: "pods"},
+		Kind:        gvk,
+		Resource:    resource,
 		SubResource: u.subresource,
 		Name:        fmt.Sprint(meta["name"]),
 		Namespace:   fmt.Sprint(meta["namespace"]),

@@ -26,7 +26,7 @@ profile(f) := "runtime/default" {
 } else := sprintf("%v", [f.type])
 
 annotation(c) := a {
-	a := review.object.metadata.annotations[concat("", ["container.apparmor.security.beta.kubernetes.io/", c.name])]
+	a := pods.pod_metadata.annotations[concat("", ["container.apparmor.security.beta.kubernetes.io/", c.name])]
 	a != ""
 }
 

@@ -107,6 +107,11 @@ func New(opts Options, r Resolver, m *metrics.Metrics, log *slog.Logger) (*Servi
 func (s *Service) Lookup(ctx context.Context, deadline time.Time, keys []string) []*Answer {
 	out := make([]*Answer, len(keys))
 	var waits []wait
+	// Spellings of one image in one batch share one resolution: a
+	// resolution that ended before the loop reached the next spelling
+	// would otherwise start another.
+	started := map[string]int{} // canonical reference -> index in waits
+	var spellings []spelling
 	var hits, stale int
 	for i, k := range keys {
 		a, f := s.cache.Get(k)
@@ -121,9 +126,18 @@ func (s *Service) Lookup(ctx context.Context, deadline time.Time, keys []string)
 			s.refresh(k)
 			continue
 		}
+		canonical := ""
+		if ref, err := reference.Parse(k); err == nil {
+			canonical = ref.String()
+		}
+		if j, ok := started[canonical]; ok && canonical != "" {
+			spellings = append(spellings, spelling{index: i, key: k, of: j})
+			continue
+		}
 		if a, ch := s.start(k); a != nil {
 			out[i] = a
 		} else {
+			started[canonical] = len(waits)
 			waits = append(waits, wait{index: i, key: k, ch: ch})
 		}
 	}
@@ -132,6 +146,15 @@ func (s *Service) Lookup(ctx context.Context, deadline time.Time, keys []string)
 	s.metrics.CacheMisses.Add(float64(len(keys) - hits - stale))
 	if len(waits) > 0 {
 		s.await(ctx, deadline, out, waits)
+	}
+	for _, sp := range spellings {
+		a := out[waits[sp.of].index]
+		if a.Reason == "pending" {
+			a = pending(sp.key)
+		} else {
+			s.cache.Add(sp.key, a, s.ttl(a), s.opts.StaleWhileRevalidate)
+		}
+		out[sp.index] = a
 	}
 	if len(s.checks) > 0 {
 		s.addChecks(ctx, deadline, out)
@@ -207,6 +230,13 @@ type wait struct {
 	index int
 	key   string
 	ch    <-chan *Answer
+}
+
+// spelling is keys[index], another spelling of the image waits[of] resolves.
+type spelling struct {
+	index int
+	key   string
+	of    int
 }
 
 // start answers k at once when no registry is needed (bad reference,

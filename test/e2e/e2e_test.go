@@ -757,11 +757,23 @@ func (e *e2e) updatesAfterEnforcing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	changed, err := e.client.AppsV1().Deployments("dev").Get(ctx, "legacy", metav1.GetOptions{})
-	must(t, err)
-	changed.Spec.Template.Annotations = map[string]string{"kubectl.kubernetes.io/restartedAt": time.Now().UTC().Format(time.RFC3339)}
-	_, err = e.client.AppsV1().Deployments("dev").Update(ctx, changed, metav1.UpdateOptions{})
-	denied(t, "a restart (changed pod template) of a Deployment without seccomp", err, seccomp.GetName())
+	var restart error
+	err = cluster.Poll(ctx, 30*time.Second, func() error {
+		d, err := e.client.AppsV1().Deployments("dev").Get(ctx, "legacy", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		d.Spec.Template.Annotations = map[string]string{"kubectl.kubernetes.io/restartedAt": time.Now().UTC().Format(time.RFC3339)}
+		_, restart = e.client.AppsV1().Deployments("dev").Update(ctx, d, metav1.UpdateOptions{})
+		if apierrors.IsConflict(restart) { // the controller manager writes its status
+			return restart
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	denied(t, "a restart (changed pod template) of a Deployment without seccomp", restart, seccomp.GetName())
 
 	// kubectl debug, privileged: judged, and denied.
 	healthy := healthyPod("", "", e.registry+"/app/web:v1").Spec.Containers[0]

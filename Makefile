@@ -41,8 +41,8 @@ fuzz: ## each fuzz target for FUZZTIME executions (default 100000x; FUZZTIME=200
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./provider/internal/reference
 	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME) ./provider/internal/protocol
 
-generate: ## templates/*.yaml and templates/README.md from templates/src and library/; the chart's files/
-	$(GO) run ./templates/gen
+generate: ## templates/*.yaml and templates/README.md from src/templates and src/library/; the chart's files/
+	$(GO) run ./src/gen
 
 # Suites whose templates call external_data, which gator cannot load: moat verify runs them.
 EXTERNAL_SUITES := $(patsubst %/external-data.yaml,%,$(wildcard gator-suites/*/external-data.yaml))
@@ -51,7 +51,7 @@ EXTERNAL_CALL   := external_data(
 PLAIN_TEMPLATES  = $(shell grep -L '$(EXTERNAL_CALL)' templates/*.yaml)
 
 policy: build ## templates up to date; gator suites pass with CEL and with Rego; moat verify passes every suite
-	$(GO) run ./templates/gen -check
+	$(GO) run ./src/gen -check
 	@for s in $(GATOR_SUITES); do $(GO) tool gator verify ./$$s || exit 1; done
 	@for s in $(GATOR_SUITES); do $(GO) tool gator verify --enable-k8s-native-validation=false ./$$s || exit 1; done
 	./$(BIN) verify ./gator-suites/...
@@ -66,7 +66,7 @@ chart-policy: ## the chart's own pods pass the Pod Security Standards (restricte
 	  -f constraints/pss/baseline/ -f constraints/pss/restricted/ -f .run/chart.yaml 2>/dev/null
 
 lint: ## gofmt, go vet, staticcheck
-	@out=$$(gofmt -l provider test templates tools); if [ -n "$$out" ]; then echo "not gofmt-formatted:"; echo "$$out"; exit 1; fi
+	@out=$$(gofmt -l provider test src tools); if [ -n "$$out" ]; then echo "not gofmt-formatted:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags moat_slim ./provider/cmd/moat
 	$(GO) tool staticcheck ./...

@@ -1,6 +1,6 @@
 package lib.moat.review
 
-# Shared by every Moat template and inlined into it by templates/gen.
+# Shared by every Moat template and inlined into it by src/gen.
 
 # is_delete: a DELETE has nothing to judge (deleting a bad object must work).
 is_delete {

@@ -1,7 +1,7 @@
 package lib.moat.external
 
 # Reading an external_data response from the Moat provider, shared by the
-# image templates and inlined by templates/gen. A template calls
+# image templates and inlined by src/gen. A template calls
 # external_data itself (its keys are its own) and passes the response here.
 
 # setting(name, default_value): a string parameter, or its default.

@@ -1,26 +1,28 @@
 // Command gen builds the shipped ConstraintTemplates in templates/ from
-// their sources in templates/src/<name>/ and the shared code in library/.
+// their sources in src/templates/<name>/ and the shared code in src/library/.
 //
-//	go run ./templates/gen           # write templates/*.yaml
-//	go run ./templates/gen -check    # fail if any is out of date (make test)
+//	go run ./src/gen           # write templates/*.yaml
+//	go run ./src/gen -check    # fail if any is out of date (make test)
 //
 // A source directory holds template.yaml (kind, title, description,
 // controls, parameters), policy.rego and policy.cel.yaml (CEL variables and
 // validations). A template with `pod: true` gets the shared pod parameters
 // (excludedContainers, excludedImages), the shared CEL variables from
-// library/pods.cel.yaml, and library/pods.rego inlined as a lib, so both
+// src/library/pods.cel.yaml, and src/library/pods.rego inlined as a lib, so both
 // engines see the same containers, in the same order, with the same
 // exclusions.
 package main
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -123,16 +125,17 @@ excludedImages:
 
 func main() {
 	check := flag.Bool("check", false, "report templates that are out of date instead of writing them")
+	amend := flag.Bool("amend", false, "accept changed templates under their locked versions (only for versions no release has shipped)")
 	root := flag.String("root", ".", "repository root")
 	flag.Parse()
-	if err := run(*root, *check); err != nil {
+	if err := run(*root, *check, *amend); err != nil {
 		fmt.Fprintln(os.Stderr, "gen:", err)
 		os.Exit(1)
 	}
 }
 
-func run(root string, check bool) error {
-	dirs, err := filepath.Glob(filepath.Join(root, "templates", "src", "*", "template.yaml"))
+func run(root string, check, amend bool) error {
+	dirs, err := filepath.Glob(filepath.Join(root, "src", "templates", "*", "template.yaml"))
 	if err != nil {
 		return err
 	}
@@ -140,6 +143,12 @@ func run(root string, check bool) error {
 	var stale []string
 	var sources []source
 	files := map[string][]byte{}
+	lockPath := filepath.Join(root, "src", "templates", "versions.lock")
+	locked, err := readLock(lockPath)
+	if err != nil {
+		return err
+	}
+	lock := map[string]lockEntry{}
 	for _, f := range dirs {
 		dir := filepath.Dir(f)
 		out, name, err := build(root, dir)
@@ -152,7 +161,13 @@ func run(root string, check bool) error {
 		}
 		sources = append(sources, src)
 		files[filepath.Join(root, "templates", name+".yaml")] = out
+		now := lockEntry{Version: src.Version, Sum: contentSum(out)}
+		if err := checkVersion(name, locked[name], now, amend); err != nil {
+			return fmt.Errorf("%s: %w", dir, err)
+		}
+		lock[name] = now
 	}
+	files[lockPath] = writeLock(lock)
 	files[filepath.Join(root, "templates", "README.md")] = docs(sources)
 	if err := mirrorIntoChart(root, files); err != nil {
 		return err
@@ -176,6 +191,20 @@ func run(root string, check bool) error {
 		if err := os.WriteFile(path, out, 0o644); err != nil {
 			return err
 		}
+	}
+	// templates/ is applied as a whole (kubectl apply -R -f templates/,
+	// gator test -f templates/): it holds what is generated, nothing else.
+	err = filepath.WalkDir(filepath.Join(root, "templates"), func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		if _, ok := files[path]; !ok {
+			return fmt.Errorf("%s: templates/ holds only the generated templates and their README; sources belong in src/templates/", path)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	if len(stale) > 0 {
 		return fmt.Errorf("out of date (run 'make generate'): %s", strings.Join(stale, ", "))
@@ -233,14 +262,14 @@ func build(root, dir string) ([]byte, string, error) {
 			params.Content = append(params.Content, shared.Content[0].Content...)
 		}
 		var pods celSource
-		if err := readYAML(filepath.Join(root, "library", "pods.cel.yaml"), &pods); err != nil {
+		if err := readYAML(filepath.Join(root, "src", "library", "pods.cel.yaml"), &pods); err != nil {
 			return nil, "", err
 		}
 		pre = pods.Variables
 		libs = append([]string{"review", "pods"}, src.Libs...)
 	}
-	// As library/review.rego does: no verdict on DELETE; pod templates
-	// give one only when library/pods.cel.yaml judges the review.
+	// As src/library/review.rego does: no verdict on DELETE; pod templates
+	// give one only when src/library/pods.cel.yaml judges the review.
 	cel.Variables = append(append([]celVariable{{Name: "isDelete", Expression: `has(request.operation) && request.operation == "DELETE"`}}, pre...), cel.Variables...)
 	gate := "variables.isDelete"
 	switch {
@@ -275,7 +304,7 @@ func build(root, dir string) ([]byte, string, error) {
 		tg.Code = nil
 	}
 	for _, l := range libs {
-		b, err := os.ReadFile(filepath.Join(root, "library", l+".rego"))
+		b, err := os.ReadFile(filepath.Join(root, "src", "library", l+".rego"))
 		if err != nil {
 			return nil, "", err
 		}
@@ -290,13 +319,95 @@ func build(root, dir string) ([]byte, string, error) {
 	expandAliases(&node)
 	literalStrings(&node)
 	var buf bytes.Buffer
-	fmt.Fprintf(&buf, "# Generated by templates/gen from templates/src/%s and library/. Do not edit: edit the sources and run 'make generate'.\n", name)
+	fmt.Fprintf(&buf, "# Generated by src/gen from src/templates/%s and src/library/. Do not edit: edit the sources and run 'make generate'.\n", name)
 	enc := yaml.NewEncoder(&buf)
 	enc.SetIndent(2)
 	if err := enc.Encode(&node); err != nil {
 		return nil, "", err
 	}
 	return buf.Bytes(), name, nil
+}
+
+// lockEntry is one line of src/templates/versions.lock: a template's
+// version and the digest of what was generated under it, so that a change
+// of behaviour without a new version is refused, as gatekeeper-library's
+// CI refuses it.
+type lockEntry struct{ Version, Sum string }
+
+func readLock(path string) (map[string]lockEntry, error) {
+	b, err := os.ReadFile(path)
+	if os.IsNotExist(err) {
+		return map[string]lockEntry{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	m := map[string]lockEntry{}
+	for i, line := range strings.Split(string(b), "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		f := strings.Fields(line)
+		if len(f) != 3 || !semver.MatchString(f[1]) {
+			return nil, fmt.Errorf("%s:%d: want 'name version sha256:…'", path, i+1)
+		}
+		m[f[0]] = lockEntry{Version: f[1], Sum: f[2]}
+	}
+	return m, nil
+}
+
+func writeLock(m map[string]lockEntry) []byte {
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var b bytes.Buffer
+	b.WriteString("# Written by src/gen: each template's version and the digest of the template generated under it.\n")
+	b.WriteString("# A template that changes must get a new version (minor: behaviour, patch: a fix).\n")
+	for _, n := range names {
+		fmt.Fprintf(&b, "%s %s %s\n", n, m[n].Version, m[n].Sum)
+	}
+	return b.Bytes()
+}
+
+// contentSum digests a generated template without its version line, so
+// that a version bump alone is not a change.
+func contentSum(out []byte) string {
+	var kept [][]byte
+	for _, line := range bytes.Split(out, []byte("\n")) {
+		if !bytes.Contains(line, []byte("metadata.gatekeeper.sh/version:")) {
+			kept = append(kept, line)
+		}
+	}
+	return fmt.Sprintf("sha256:%x", sha256.Sum256(bytes.Join(kept, []byte("\n"))))
+}
+
+// checkVersion refuses a template whose content changed under the same
+// version, and a version that went down.
+func checkVersion(name string, old, now lockEntry, amend bool) error {
+	switch {
+	case old.Version == "":
+		return nil // a new template
+	case old.Version == now.Version && old.Sum != now.Sum && !amend:
+		return fmt.Errorf("%s changed but its version is still %s: raise version in template.yaml (minor for a change of behaviour, patch for a fix), or run 'go run ./src/gen -amend' if %s was never released", name, now.Version, now.Version)
+	case old.Version != now.Version && !versionLess(old.Version, now.Version):
+		return fmt.Errorf("version %s is lower than the locked %s", now.Version, old.Version)
+	}
+	return nil
+}
+
+// versionLess compares two versions semver matches.
+func versionLess(a, b string) bool {
+	pa, pb := strings.Split(a, "."), strings.Split(b, ".")
+	for i := range 3 {
+		x, _ := strconv.Atoi(pa[i])
+		y, _ := strconv.Atoi(pb[i])
+		if x != y {
+			return x < y
+		}
+	}
+	return false
 }
 
 var semver = regexp.MustCompile(`^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$`)
@@ -309,7 +420,7 @@ var hasField = regexp.MustCompile(`\bhas\(([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][
 // are dynamic in CEL, so the comparison compiles). Raw manifests checked by
 // gator or moat verify carry such nulls (Helm output often does), and CEL
 // would otherwise select fields of null and fail the evaluation. The
-// Rego twin is library/pods.rego's pod_spec, which drops null fields.
+// Rego twin is src/library/pods.rego's pod_spec, which drops null fields.
 func nullIsAbsent(cel *celSource) {
 	fix := func(e string) string {
 		return hasField.ReplaceAllStringFunc(e, func(h string) string {
@@ -333,7 +444,7 @@ func nullIsAbsent(cel *celSource) {
 
 // guardViolations makes guard the first condition of every violation rule,
 // as the CEL validations are wrapped: a pod template gives a verdict only
-// on a review library/pods.rego judges.
+// on a review src/library/pods.rego judges.
 func guardViolations(rego []byte, guard string) ([]byte, error) {
 	lines := strings.Split(string(rego), "\n")
 	out := make([]string, 0, len(lines))
@@ -379,7 +490,7 @@ func docs(sources []source) []byte {
 	var b bytes.Buffer
 	b.WriteString(`# Moat ConstraintTemplates
 
-Generated by templates/gen from templates/src/ and library/; do not edit. Every template carries both
+Generated by src/gen from src/templates/ and src/library/; do not edit. Every template carries both
 engines: CEL (` + "`K8sNativeValidation`" + `, which Gatekeeper runs when both are present and can turn into a
 ValidatingAdmissionPolicy) and Rego, with the same verdicts and messages (test/templates checks thousands of
 generated objects). Pod templates judge ` + "`containers`, `initContainers` and `ephemeralContainers`" + ` (so a
@@ -389,7 +500,7 @@ an ephemeral container; ` + "`MoatContainerLimits`" + ` also judges a change of 
 only the images an UPDATE adds or changes. A workload's UPDATE is judged through its pod template, only
 when the template changes; its CREATE through Gatekeeper's expansion (README "Updates"). Explicit nulls read
 as absent. Each template's
-version (` + "`metadata.gatekeeper.sh/version`" + `) is raised when its behaviour changes. Ready constraints are in
+version (` + "`metadata.gatekeeper.sh/version`" + `) is raised when its behaviour changes (src/templates/versions.lock enforces it). Ready constraints are in
 constraints/; suites with allowed and denied cases in gator-suites/.
 
 | Kind | Title | Controls |

@@ -1,7 +1,7 @@
 package lib.moat.pods
 
-# Shared by every Moat pod template and inlined into it by templates/gen.
-# Its CEL twin is library/pods.cel.yaml: the two must select the same
+# Shared by every Moat pod template and inlined into it by src/gen.
+# Its CEL twin is src/library/pods.cel.yaml: the two must select the same
 # containers in the same order, and judge the same updates.
 
 import data.lib.moat.review
@@ -51,7 +51,7 @@ pod_spec := without_nulls(s) {
 # without_nulls(x) is object x less every field whose value is null: the API
 # server decodes such a field as absent, and raw manifests checked by gator
 # or moat verify carry them (Helm output often does). Its CEL twin is the
-# rewrite of has() by templates/gen.
+# rewrite of has() by src/gen.
 without_nulls(x) := x {
 	# The cheap test first: objects from the API server have no nulls.
 	is_object(x)

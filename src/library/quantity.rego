@@ -1,7 +1,7 @@
 package lib.moat.quantity
 
 # Kubernetes resource quantities, parsed as the API server parses them, into
-# numbers that compare exactly. Inlined by templates/gen; CEL templates use
+# numbers that compare exactly. Inlined by src/gen; CEL templates use
 # Kubernetes' own quantity() library instead.
 #
 # OPA compares numbers as exact rationals of their literal text, so a

@@ -1,7 +1,7 @@
 package lib.moat.images
 
-# Image reference normalisation, inlined by templates/gen. Its CEL twin is
-# the variables of templates/src/moattrustedregistries/policy.cel.yaml.
+# Image reference normalisation, inlined by src/gen. Its CEL twin is
+# the variables of src/templates/moattrustedregistries/policy.cel.yaml.
 #
 # repository("nginx:1.27")             = "docker.io/library/nginx"
 # repository("index.docker.io/x/y@sha256:…") = "docker.io/x/y"

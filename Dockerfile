@@ -10,7 +10,7 @@ COPY go.mod go.sum ./
 RUN go mod download
 COPY provider ./provider
 ARG VERSION=dev
-# moat_slim leaves out `moat verify` (Gatekeeper's framework, OPA): a CI tool, not part of admission.
+# moat_slim leaves out the development and CI commands (verify, bench, dev-registry, dev-vulndb): only what runs in a cluster.
 RUN CGO_ENABLED=0 go build -trimpath -tags moat_slim -ldflags "-s -w -X main.version=${VERSION}" -o /out/moat ./provider/cmd/moat
 
 FROM gcr.io/distroless/static-debian12:nonroot@sha256:d093aa3e30dbadd3efe1310db061a14da60299baff8450a17fe0ccc514a16639

@@ -1,3 +1,5 @@
+//go:build !moat_slim
+
 package main
 
 import (

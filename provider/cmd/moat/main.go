@@ -16,9 +16,11 @@ import (
 // version is stamped at build time (-ldflags "-X main.version=…").
 var version = "dev"
 
+type runFunc func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+
 type command struct {
 	summary string
-	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+	run     runFunc
 	hidden  bool
 }
 
@@ -27,18 +29,21 @@ var commands = map[string]command{
 	"dev-certs":    {summary: "write a throw-away CA, server and client certificates", run: runDevCerts},
 	"scanner":      {summary: "serve the vulnerability scanner (Grype) for `serve --scanner=remote`", run: runScanner},
 	"lookup":       {summary: "send one ProviderRequest and print the answers", run: runLookup},
-	"dev-vulndb":   {summary: "write the sample vulnerability database the demo images are scanned with", run: runDevVulnDB},
-	"dev-registry": {summary: "run an in-memory OCI registry with sample images (development)", run: runDevRegistry},
-	"bench":        {summary: "measure the provider against a minimal server (see make bench)", run: runBench},
 	"version": {summary: "print the version", run: func(_ context.Context, _ []string, out, _ io.Writer) error {
 		_, err := fmt.Fprintln(out, version)
 		return err
 	}},
-	// The minimal server `moat bench` compares the provider with.
-	"bench-baseline-server": {run: runBaselineServer, hidden: true},
 }
 
-const verifySummary = "run gator Suites, with external data, offline (gator verify cannot load external_data)"
+// devCommands are development and CI tools: the full build (dev.go) has
+// them, the container image's slim build (-tags moat_slim, slim.go) does
+// not, so the image holds only what runs in a cluster.
+var devCommands = map[string]command{
+	"dev-vulndb":   {summary: "write the sample vulnerability database the demo images are scanned with"},
+	"dev-registry": {summary: "run an in-memory OCI registry with sample images (development)"},
+	"bench":        {summary: "measure the provider against a minimal server (see make bench)"},
+	"verify":       {summary: "run gator Suites, with external data, offline (gator verify cannot load external_data)"},
+}
 
 // usageError is a mistake on the command line: exit code 2.
 type usageError struct{ msg string }

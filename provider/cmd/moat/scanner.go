@@ -2,14 +2,12 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"time"
 
 	"github.com/moat-dev/moat/provider/internal/app"
 	"github.com/moat-dev/moat/provider/internal/mtls"
 	"github.com/moat-dev/moat/provider/internal/resolve"
-	"github.com/moat-dev/moat/provider/internal/samples"
 	"github.com/moat-dev/moat/provider/internal/server"
 )
 
@@ -52,27 +50,4 @@ func runScanner(ctx context.Context, args []string, _, stderr io.Writer) error {
 	}
 	log.Info("moat scanner starting", "version", version)
 	return s.Run(ctx, *addr, *opsAddr)
-}
-
-func runDevVulnDB(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("dev-vulndb", stderr, "--out FILE")
-	out := fs.String("out", "", "file to write (vulnerability.db), for --db-path")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if *out == "" {
-		return usageError{"--out is required"}
-	}
-	if err := samples.WriteDB(*out); err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "sample vulnerability database written to %s (test data, not real advisories):\n", *out)
-	for _, v := range samples.Vulns {
-		fixed := v.Fixed
-		if fixed == "" {
-			fixed = "(no fix)"
-		}
-		fmt.Fprintf(stdout, "  %-15s %-9s npm %-22s fixed in %s\n", v.ID, v.Severity, v.Package, fixed)
-	}
-	return nil
 }

@@ -9,14 +9,6 @@ import (
 	"github.com/moat-dev/moat/provider/internal/verify"
 )
 
-// verify links Gatekeeper's constraint framework, OPA and the Kubernetes
-// CEL libraries: the container image leaves it out (-tags moat_slim) so the
-// provider stays small (about 11 MB and 11 MB of memory at start instead
-// of 66 MB and 50 MB).
-func init() {
-	commands["verify"] = command{summary: verifySummary, run: runVerify}
-}
-
 func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("verify", stderr, "[flags] PATH...   (PATH/... for every suite below PATH)")
 	var o verify.Options

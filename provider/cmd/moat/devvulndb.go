@@ -1,0 +1,34 @@
+//go:build !moat_slim
+
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/moat-dev/moat/provider/internal/samples"
+)
+
+func runDevVulnDB(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("dev-vulndb", stderr, "--out FILE")
+	out := fs.String("out", "", "file to write (vulnerability.db), for --db-path")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *out == "" {
+		return usageError{"--out is required"}
+	}
+	if err := samples.WriteDB(*out); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "sample vulnerability database written to %s (test data, not real advisories):\n", *out)
+	for _, v := range samples.Vulns {
+		fixed := v.Fixed
+		if fixed == "" {
+			fixed = "(no fix)"
+		}
+		fmt.Fprintf(stdout, "  %-15s %-9s npm %-22s fixed in %s\n", v.ID, v.Severity, v.Package, fixed)
+	}
+	return nil
+}

@@ -25,10 +25,10 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"serve":        {summary: "serve the external-data provider over mutual TLS", run: runServe},
-	"dev-certs":    {summary: "write a throw-away CA, server and client certificates", run: runDevCerts},
-	"scanner":      {summary: "serve the vulnerability scanner (Grype) for `serve --scanner=remote`", run: runScanner},
-	"lookup":       {summary: "send one ProviderRequest and print the answers", run: runLookup},
+	"serve":     {summary: "serve the external-data provider over mutual TLS", run: runServe},
+	"dev-certs": {summary: "write a throw-away CA, server and client certificates", run: runDevCerts},
+	"scanner":   {summary: "serve the vulnerability scanner (Grype) for `serve --scanner=remote`", run: runScanner},
+	"lookup":    {summary: "send one ProviderRequest and print the answers", run: runLookup},
 	"version": {summary: "print the version", run: func(_ context.Context, _ []string, out, _ io.Writer) error {
 		_, err := fmt.Fprintln(out, version)
 		return err

@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 
 	"github.com/moat-dev/moat/provider/testenv"
+	"github.com/moat-dev/moat/provider/testenv/answertest"
 )
 
 func provider(t *testing.T, env *testenv.Env, path string) *unversioned.Provider {
@@ -84,8 +85,9 @@ func TestGatekeeperClientGetsDigests(t *testing.T) {
 	if len(items) != 2 || items[0].Key != ref || items[1].Key != keys[1] {
 		t.Fatalf("items %+v", items)
 	}
-	v, ok := items[0].Value.(map[string]any)
-	if !ok || v["digest"] != digest || v["pinned"] != ref+"@"+digest || items[0].Error != "" {
+	// What Gatekeeper's own client decoded is a moat.v1 value, schema and all.
+	v := answertest.Check(t, answertest.Encode(t, items[0].Value))
+	if v.Digest != digest || v.Pinned != ref+"@"+digest || items[0].Error != "" {
 		t.Errorf("value %#v error %q, want digest %s", items[0].Value, items[0].Error, digest)
 	}
 	if items[1].Error == "" || items[1].Value != nil {

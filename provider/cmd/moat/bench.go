@@ -23,10 +23,10 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/moat-dev/moat/provider/internal/answer"
 	"github.com/moat-dev/moat/provider/internal/certs"
 	"github.com/moat-dev/moat/provider/internal/client"
 	"github.com/moat-dev/moat/provider/internal/devregistry"
-	"github.com/moat-dev/moat/provider/internal/lookup"
 )
 
 // runBench measures `moat serve` as Gatekeeper uses it. The servers run as
@@ -303,9 +303,9 @@ func runBaselineServer(ctx context.Context, args []string, _, stderr io.Writer) 
 		return err
 	}
 	type item struct {
-		Key   string       `json:"key"`
-		Value lookup.Value `json:"value"`
-		Error string       `json:"error,omitempty"`
+		Key   string        `json:"key"`
+		Value *answer.Value `json:"value,omitempty"`
+		Error string        `json:"error,omitempty"`
 	}
 	type response struct {
 		APIVersion string `json:"apiVersion"`

@@ -81,21 +81,22 @@ func describe(it client.Item) string {
 	if json.Unmarshal(it.Value, &s) == nil { // /mutate answers a string
 		return s
 	}
-	var v struct {
-		Pinned    string `json:"pinned"`
-		MediaType string `json:"mediaType"`
-		Status    string `json:"status"`
-		Reason    string `json:"reason"`
+	v, err := it.Answer()
+	if err != nil {
+		return fmt.Sprintf("%s (%v)", it.Value, err)
 	}
-	if json.Unmarshal(it.Value, &v) == nil && v.Pinned != "" {
-		s := v.Pinned
-		if v.MediaType != "" {
-			s += "  (" + v.MediaType + ")"
-		}
-		if v.Status != "" {
-			s += "\n\tscan: " + v.Status + ": " + v.Reason
-		}
-		return s
+	s = v.Pinned
+	if v.MediaType != "" {
+		s += "  (" + v.MediaType + ")"
 	}
-	return string(it.Value)
+	if v.Scan != nil {
+		s += "\n\tscan: " + v.Status + ": " + v.Reason
+	}
+	if v.Signature != nil {
+		s += "\n\tsignature: " + v.Signature.Status
+		if v.Signature.Reason != "" {
+			s += ": " + v.Signature.Reason
+		}
+	}
+	return s
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -14,6 +13,7 @@ import (
 	"github.com/moat-dev/moat/provider/internal/client"
 	"github.com/moat-dev/moat/provider/internal/devregistry"
 	"github.com/moat-dev/moat/provider/internal/samples"
+	"github.com/moat-dev/moat/provider/testenv/answertest"
 )
 
 func pushSample(t *testing.T, host, repoTag, sample string) string {
@@ -35,8 +35,10 @@ func scanStatus(t *testing.T, c *http.Client, url, key string, want ...string) (
 	for {
 		resp, _, err := client.Lookup(context.Background(), c, url+"/validate", []string{key})
 		if err == nil && len(resp.Response.Items) == 1 {
-			var v struct{ Status, Reason string }
-			_ = json.Unmarshal(resp.Response.Items[0].Value, &v)
+			v := answertest.Check(t, resp.Response.Items[0].Value)
+			if v.Scan == nil {
+				t.Fatalf("%s: no scan part", key)
+			}
 			for _, w := range want {
 				if v.Status == w {
 					return v.Status, v.Reason

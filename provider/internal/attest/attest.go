@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/moat-dev/moat/provider/internal/answer"
 	"github.com/moat-dev/moat/provider/internal/scan"
 	"github.com/moat-dev/moat/provider/internal/sigcheck"
 )
@@ -76,7 +77,7 @@ func (s *Source) Scan(ctx context.Context, image string) (scan.Result, error) {
 	}
 	return scan.Result{
 		Findings:  fs,
-		Scanner:   scan.Tool{Name: "attestation: " + name, Version: newest.Scanner.Version, DB: scan.Database{ID: newest.Scanner.DB.Version, Schema: newest.Scanner.DB.URI}},
+		Scanner:   answer.Tool{Name: "attestation: " + name, Version: newest.Scanner.Version, DB: answer.Database{ID: newest.Scanner.DB.Version, Schema: newest.Scanner.DB.URI}},
 		ScannedAt: newest.Metadata.ScanFinishedOn,
 	}, nil
 }
@@ -108,7 +109,7 @@ type predicate struct {
 
 // findings reads a scanner's own JSON report: Grype's (`grype -o json`:
 // matches) or Trivy's (`trivy image -f json`: Results).
-func findings(raw json.RawMessage) ([]scan.Finding, error) {
+func findings(raw json.RawMessage) ([]answer.Finding, error) {
 	var r struct {
 		Matches *[]struct {
 			Vulnerability struct {
@@ -140,11 +141,11 @@ func findings(raw json.RawMessage) ([]scan.Finding, error) {
 	if err := json.Unmarshal(raw, &r); err != nil {
 		return nil, fmt.Errorf("its scanner.result is not a Grype or Trivy JSON report: %w", err)
 	}
-	var out []scan.Finding
+	var out []answer.Finding
 	switch {
 	case r.Matches != nil:
 		for _, m := range *r.Matches {
-			f := scan.Finding{ID: m.Vulnerability.ID, Severity: scan.ParseSeverity(m.Vulnerability.Severity), Package: m.Artifact.Name, Installed: m.Artifact.Version}
+			f := answer.Finding{ID: m.Vulnerability.ID, Severity: scan.ParseSeverity(m.Vulnerability.Severity), Package: m.Artifact.Name, Installed: m.Artifact.Version}
 			if m.Vulnerability.Fix.State == "fixed" && len(m.Vulnerability.Fix.Versions) > 0 {
 				f.Fixed = m.Vulnerability.Fix.Versions[0]
 			}
@@ -153,7 +154,7 @@ func findings(raw json.RawMessage) ([]scan.Finding, error) {
 	case r.Results != nil:
 		for _, res := range *r.Results {
 			for _, v := range res.Vulnerabilities {
-				out = append(out, scan.Finding{ID: v.ID, Severity: scan.ParseSeverity(v.Severity), Package: v.Package, Installed: v.Installed, Fixed: v.Fixed})
+				out = append(out, answer.Finding{ID: v.ID, Severity: scan.ParseSeverity(v.Severity), Package: v.Package, Installed: v.Installed, Fixed: v.Fixed})
 			}
 		}
 	default:

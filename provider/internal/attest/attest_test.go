@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 
+	"github.com/moat-dev/moat/provider/internal/answer"
 	"github.com/moat-dev/moat/provider/internal/attest"
 	"github.com/moat-dev/moat/provider/internal/scan"
 	"github.com/moat-dev/moat/provider/internal/sigcheck"
@@ -32,11 +33,11 @@ func setup(t *testing.T) (host string, key *testenv.Signer, src *attest.Source) 
 	return testenv.StartRegistry(t), key, &attest.Source{Verifier: v}
 }
 
-func judge(t *testing.T, src *attest.Source, ref name.Digest) (scan.Report, error) {
+func judge(t *testing.T, src *attest.Source, ref name.Digest) (answer.Scan, error) {
 	t.Helper()
 	res, err := src.Scan(context.Background(), ref.String())
 	if err != nil {
-		return scan.Report{}, err
+		return answer.Scan{}, err
 	}
 	return scan.DefaultPolicy().Judge(res), nil
 }
@@ -48,7 +49,7 @@ func TestAttestedReportsDecideByTheScanPolicy(t *testing.T) {
 	crit := testenv.PushRandom(t, host, "app/critical:v1")
 	key.Attest(t, crit, "vuln", testenv.VulnPredicate("https://github.com/anchore/grype", grypeCritical, now))
 	r, err := judge(t, src, crit)
-	if err != nil || r.Status != scan.Rejected || *r.Vulnerabilities != (scan.Counts{Critical: 1, Low: 1}) || *r.Fixable != (scan.Counts{Critical: 1}) {
+	if err != nil || r.Status != answer.Rejected || *r.Vulnerabilities != (answer.Counts{Critical: 1, Low: 1}) || *r.Fixable != (answer.Counts{Critical: 1}) {
 		t.Errorf("Grype report with a critical finding: %+v %v", r, err)
 	}
 	if r.Scanner == nil || !strings.Contains(r.Scanner.Name, "grype") || len(r.Findings) != 2 || r.Findings[0].Fixed != "1.2.4" || r.Findings[0].Package != "openssl" {
@@ -57,7 +58,7 @@ func TestAttestedReportsDecideByTheScanPolicy(t *testing.T) {
 
 	clean := testenv.PushRandom(t, host, "app/clean:v1")
 	key.Attest(t, clean, "vuln", testenv.VulnPredicate("https://github.com/aquasecurity/trivy", trivyClean, now))
-	if r, err := judge(t, src, clean); err != nil || r.Status != scan.Accepted || *r.Vulnerabilities != (scan.Counts{}) {
+	if r, err := judge(t, src, clean); err != nil || r.Status != answer.Accepted || *r.Vulnerabilities != (answer.Counts{}) {
 		t.Errorf("Trivy report with no findings: %+v %v", r, err)
 	}
 
@@ -65,7 +66,7 @@ func TestAttestedReportsDecideByTheScanPolicy(t *testing.T) {
 	twice := testenv.PushRandom(t, host, "app/rescanned:v1")
 	key.Attest(t, twice, "vuln", testenv.VulnPredicate("https://github.com/aquasecurity/trivy", trivyHigh, now.Add(-time.Hour)))
 	key.Attest(t, twice, "vuln", testenv.VulnPredicate("https://github.com/aquasecurity/trivy", trivyClean, now))
-	if r, err := judge(t, src, twice); err != nil || r.Status != scan.Accepted || r.Vulnerabilities.High != 0 {
+	if r, err := judge(t, src, twice); err != nil || r.Status != answer.Accepted || r.Vulnerabilities.High != 0 {
 		t.Errorf("two attestations, the newer clean: %+v %v", r, err)
 	}
 }

@@ -14,6 +14,8 @@ import (
 	"net/http"
 	"os"
 	"time"
+
+	"github.com/moat-dev/moat/provider/internal/answer"
 )
 
 // Files are the PEM files a client needs. CA verifies the server; Cert and
@@ -33,11 +35,20 @@ type Response struct {
 	} `json:"response"`
 }
 
-// Item is one answered key; Value is raw JSON.
+// Item is one answered key; Value is raw JSON: a moat.v1 value from
+// /validate (see Answer), a string from /mutate.
 type Item struct {
 	Key   string          `json:"key"`
 	Value json.RawMessage `json:"value,omitempty"`
 	Error string          `json:"error,omitempty"`
+}
+
+// Answer decodes a /validate item's value strictly (answer.Decode).
+func (it Item) Answer() (*answer.Value, error) {
+	if it.Error != "" {
+		return nil, fmt.Errorf("%s: %s", it.Key, it.Error)
+	}
+	return answer.Decode(it.Value)
 }
 
 // TLSConfig builds the client TLS configuration from f.

@@ -22,6 +22,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 
+	"github.com/moat-dev/moat/provider/internal/answer"
 	"github.com/moat-dev/moat/provider/internal/scan"
 	"github.com/moat-dev/moat/provider/internal/vulndb"
 )
@@ -127,7 +128,7 @@ func (e *Engine) Scan(ctx context.Context, img string) (scan.Result, error) {
 	}
 	return scan.Result{
 		Findings: findings(matches),
-		Scanner: scan.Tool{Name: "grype", Version: e.version, DB: scan.Database{ID: snap.ID, Schema: snap.Schema, Built: snap.Built,
+		Scanner: answer.Tool{Name: "grype", Version: e.version, DB: answer.Database{ID: snap.ID, Schema: snap.Schema, Built: snap.Built,
 			AgeAtScan: time.Since(snap.Built).Round(time.Second).String()}},
 		ScannedAt: time.Now().UTC(),
 	}, nil
@@ -141,14 +142,14 @@ func (e *Engine) failure(ctx context.Context, kind string, err error) error {
 	return &scan.Error{Kind: kind, Err: err}
 }
 
-func findings(ms *match.Matches) []scan.Finding {
+func findings(ms *match.Matches) []answer.Finding {
 	if ms == nil {
 		return nil
 	}
 	seen := map[string]bool{}
-	var out []scan.Finding
+	var out []answer.Finding
 	for _, m := range ms.Sorted() {
-		f := scan.Finding{
+		f := answer.Finding{
 			ID:        m.Vulnerability.ID,
 			Severity:  severity(m.Vulnerability.Metadata),
 			Package:   m.Package.Name,

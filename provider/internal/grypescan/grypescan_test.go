@@ -13,6 +13,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/moat-dev/moat/provider/internal/answer"
 	"github.com/moat-dev/moat/provider/internal/devregistry"
 	"github.com/moat-dev/moat/provider/internal/grypescan"
 	"github.com/moat-dev/moat/provider/internal/samples"
@@ -72,7 +73,7 @@ func engine(t testing.TB, db *vulndb.DB) *grypescan.Engine {
 	return e
 }
 
-func ids(fs []scan.Finding) string {
+func ids(fs []answer.Finding) string {
 	var s []string
 	for _, f := range fs {
 		s = append(s, f.ID)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moat-dev/moat/provider/internal/answer"
 	"github.com/moat-dev/moat/provider/internal/metrics"
 	"github.com/moat-dev/moat/provider/internal/reference"
 	"github.com/moat-dev/moat/provider/internal/resolve"
@@ -113,10 +114,10 @@ type instantScanner struct{}
 func (instantScanner) Database() string { return "bench" }
 
 func (instantScanner) Scan(context.Context, string) (scan.Result, error) {
-	return scan.Result{Findings: []scan.Finding{
+	return scan.Result{Findings: []answer.Finding{
 		{ID: "CVE-2026-0001", Severity: "high", Package: "openssl", Installed: "3.0.1", Fixed: "3.0.2"},
 		{ID: "CVE-2026-0002", Severity: "low", Package: "zlib", Installed: "1.2.11"},
-	}, Scanner: scan.Tool{Name: "grype", DB: scan.Database{ID: "bench"}}}, nil
+	}, Scanner: answer.Tool{Name: "grype", DB: answer.Database{ID: "bench"}}}, nil
 }
 
 // BenchmarkCachedLookupWithReport is BenchmarkCachedLookup with a cached
@@ -144,7 +145,7 @@ func BenchmarkCachedLookupWithReport(b *testing.B) {
 	for pending := true; pending; {
 		pending = false
 		for _, a := range s.Lookup(context.Background(), deadline, keys) {
-			pending = pending || bytes.Contains(a.Validate, []byte(scan.ReportNotAvailable))
+			pending = pending || bytes.Contains(a.Validate, []byte(answer.ReportNotAvailable))
 		}
 	}
 	b.ReportAllocs()

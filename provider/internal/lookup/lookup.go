@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
+	"github.com/moat-dev/moat/provider/internal/answer"
 	"github.com/moat-dev/moat/provider/internal/cache"
 	"github.com/moat-dev/moat/provider/internal/checks"
 	"github.com/moat-dev/moat/provider/internal/metrics"
@@ -325,8 +326,8 @@ func (s *Service) resolveFunc(k string, ref reference.Ref, refresh bool) func() 
 
 func resolvedAnswer(ref reference.Ref, res resolve.Result, at time.Time) *Answer {
 	pinned := ref.Pinned(res.Digest)
-	v, err := protocol.ValueBody(Value{
-		Schema:     Schema,
+	v, err := protocol.ValueBody(answer.Resolution{
+		Schema:     answer.Schema,
 		Reference:  ref.String(),
 		Digest:     res.Digest,
 		Pinned:     pinned,
@@ -343,8 +344,8 @@ func resolvedAnswer(ref reference.Ref, res resolve.Result, at time.Time) *Answer
 // pinnedAnswer answers a key that already names a digest: nothing to
 // resolve, and mutation returns the key unchanged.
 func pinnedAnswer(k string, ref reference.Ref) *Answer {
-	v, err := protocol.ValueBody(Value{
-		Schema:    Schema,
+	v, err := protocol.ValueBody(answer.Resolution{
+		Schema:    answer.Schema,
 		Reference: ref.String(),
 		Digest:    ref.Digest,
 		Pinned:    ref.String(),

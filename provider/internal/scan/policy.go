@@ -1,12 +1,13 @@
 package scan
 
 import (
-	"encoding/json"
 	"fmt"
 	"slices"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/moat-dev/moat/provider/internal/answer"
 )
 
 // Policy is the provider's own scan policy: it turns findings into
@@ -35,7 +36,7 @@ func DefaultPolicy() Policy {
 func (p Policy) Validate() error {
 	for s, n := range p.Max {
 		if !isSeverity(s) {
-			return fmt.Errorf("scan policy: unknown severity %q (want one of %s)", s, strings.Join(Severities, ", "))
+			return fmt.Errorf("scan policy: unknown severity %q (want one of %s)", s, strings.Join(answer.Severities, ", "))
 		}
 		if n < 0 {
 			return fmt.Errorf("scan policy: %s threshold %d is negative", s, n)
@@ -47,10 +48,10 @@ func (p Policy) Validate() error {
 	return nil
 }
 
-func isSeverity(s string) bool { return slices.Contains(Severities, s) }
+func isSeverity(s string) bool { return slices.Contains(answer.Severities, s) }
 
 // ParseSeverity is a scanner's severity in Moat's words: lower case, and
-// "unknown" for anything that is not one of Severities.
+// "unknown" for anything that is not one of answer.Severities.
 func ParseSeverity(s string) string {
 	if s = strings.ToLower(s); isSeverity(s) {
 		return s
@@ -58,30 +59,22 @@ func ParseSeverity(s string) string {
 	return "unknown"
 }
 
-// Report is the scan part of the /validate value (schema moat.v1).
-type Report struct {
-	Status string `json:"status"`
-	// Reason says why, in words: which thresholds broke, why the scan
-	// failed, or that it is still running.
-	Reason          string    `json:"reason"`
-	Vulnerabilities *Counts   `json:"vulnerabilities,omitempty"`
-	Fixable         *Counts   `json:"fixable,omitempty"`
-	Findings        []Finding `json:"findings,omitempty"`
-	// FindingsOmitted is how many findings the list leaves out.
-	FindingsOmitted int    `json:"findingsOmitted,omitempty"`
-	Scanner         *Tool  `json:"scanner,omitempty"`
-	ScannedAt       string `json:"scannedAt,omitempty"`
-}
-
 // Judge applies the policy to a finished scan.
-func (p Policy) Judge(res Result) Report {
-	var all, fixable, counted Counts
+func (p Policy) Judge(res Result) answer.Scan {
+	var all, fixable, counted answer.Counts
 	ignored := make(map[string]bool, len(p.IgnoreIDs))
 	for _, id := range p.IgnoreIDs {
 		ignored[id] = true
 	}
 	worst := map[string][]string{}
-	for _, f := range res.Findings {
+	// Severities as the schema names them, whatever the scanner wrote: a
+	// remote scanner of another version may send "High".
+	findings := make([]answer.Finding, len(res.Findings))
+	for i, f := range res.Findings {
+		f.Severity = ParseSeverity(f.Severity)
+		findings[i] = f
+	}
+	for _, f := range findings {
 		all.Add(f.Severity)
 		if f.Fixed != "" {
 			fixable.Add(f.Severity)
@@ -90,18 +83,18 @@ func (p Policy) Judge(res Result) Report {
 			continue
 		}
 		counted.Add(f.Severity)
-		worst[ParseSeverity(f.Severity)] = append(worst[ParseSeverity(f.Severity)], f.ID)
+		worst[f.Severity] = append(worst[f.Severity], f.ID)
 	}
 	var broken []string
-	for _, s := range Severities {
+	for _, s := range answer.Severities {
 		max, ok := p.Max[s]
 		if !ok || counted.Get(s) <= max {
 			continue
 		}
 		broken = append(broken, fmt.Sprintf("%d %s (max %d: %s)", counted.Get(s), s, max, clipIDs(worst[s], 5)))
 	}
-	r := Report{
-		Status:          Accepted,
+	r := answer.Scan{
+		Status:          answer.Accepted,
 		Reason:          fmt.Sprintf("%d findings, within the scan policy", len(res.Findings)),
 		Vulnerabilities: &all,
 		Fixable:         &fixable,
@@ -109,45 +102,35 @@ func (p Policy) Judge(res Result) Report {
 		ScannedAt:       res.ScannedAt.UTC().Format(time.RFC3339),
 	}
 	if len(broken) > 0 {
-		r.Status = Rejected
+		r.Status = answer.Rejected
 		r.Reason = "findings over the scan policy's thresholds: " + strings.Join(broken, "; ")
 	}
-	r.Findings, r.FindingsOmitted = mostSevere(res.Findings, p.MaxFindings)
+	r.Findings, r.FindingsOmitted = mostSevere(findings, p.MaxFindings)
 	return r
 }
 
 // Failed is the report of a scan that could not be done.
-func Failed(err error, at time.Time) Report {
-	return Report{Status: ScanFailed, Reason: OneLine(err.Error()), ScannedAt: at.UTC().Format(time.RFC3339)}
+func Failed(err error, at time.Time) answer.Scan {
+	return answer.Scan{Status: answer.ScanFailed, Reason: OneLine(err.Error()), ScannedAt: at.UTC().Format(time.RFC3339)}
 }
 
 // Pending is the report of a scan that is queued or running.
-func Pending(reason string) Report {
-	return Report{Status: ReportNotAvailable, Reason: reason}
-}
-
-// Fragment is the report as members of a JSON object, without the braces,
-// so it can be appended to the digest part of a value.
-func (r *Report) Fragment() []byte {
-	b, err := json.Marshal(r)
-	if err != nil || len(b) < 2 { // strings, ints and slices of them always encode
-		return []byte(`"status":"scan_failed","reason":"internal error: the report could not be encoded"`)
-	}
-	return b[1 : len(b)-1]
+func Pending(reason string) answer.Scan {
+	return answer.Scan{Status: answer.ReportNotAvailable, Reason: reason}
 }
 
 var severityRank = func() map[string]int {
 	m := map[string]int{}
-	for i, s := range Severities {
+	for i, s := range answer.Severities {
 		m[s] = i
 	}
 	return m
 }()
 
-// mostSevere returns up to n findings, most severe first, then by ID, and
-// how many it left out.
-func mostSevere(fs []Finding, n int) ([]Finding, int) {
-	out := append([]Finding(nil), fs...)
+// mostSevere sorts fs, most severe first, then by ID, and returns up to n
+// of them and how many it left out.
+func mostSevere(fs []answer.Finding, n int) ([]answer.Finding, int) {
+	out := fs
 	sort.SliceStable(out, func(i, j int) bool {
 		ri, rj := severityRank[ParseSeverity(out[i].Severity)], severityRank[ParseSeverity(out[j].Severity)]
 		if ri != rj {

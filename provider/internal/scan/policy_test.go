@@ -4,10 +4,12 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/moat-dev/moat/provider/internal/answer"
 )
 
-func findings() []Finding {
-	return []Finding{
+func findings() []answer.Finding {
+	return []answer.Finding{
 		{ID: "CVE-B", Severity: "high", Package: "b", Installed: "1", Fixed: "2"},
 		{ID: "CVE-A", Severity: "critical", Package: "a", Installed: "1"},
 		{ID: "CVE-C", Severity: "Weird", Package: "c", Installed: "1", Fixed: "3"},
@@ -22,19 +24,19 @@ func TestJudgeCountsEverythingAndDecidesByThePolicy(t *testing.T) {
 		status string
 		reason string
 	}{
-		{Policy{Max: map[string]int{"critical": 0}}, Rejected, "1 critical (max 0: CVE-A)"},
-		{Policy{Max: map[string]int{"critical": 1, "high": 1}}, Rejected, "2 high (max 1: CVE-B, CVE-D)"},
-		{Policy{Max: map[string]int{"critical": 0, "high": 1}, IgnoreUnfixed: true}, Accepted, "4 findings, within"},
-		{Policy{Max: map[string]int{"critical": 0}, IgnoreIDs: []string{"CVE-A"}}, Accepted, "within"},
-		{Policy{Max: map[string]int{"unknown": 0}}, Rejected, "1 unknown (max 0: CVE-C)"},
-		{Policy{}, Accepted, "within"},
+		{Policy{Max: map[string]int{"critical": 0}}, answer.Rejected, "1 critical (max 0: CVE-A)"},
+		{Policy{Max: map[string]int{"critical": 1, "high": 1}}, answer.Rejected, "2 high (max 1: CVE-B, CVE-D)"},
+		{Policy{Max: map[string]int{"critical": 0, "high": 1}, IgnoreUnfixed: true}, answer.Accepted, "4 findings, within"},
+		{Policy{Max: map[string]int{"critical": 0}, IgnoreIDs: []string{"CVE-A"}}, answer.Accepted, "within"},
+		{Policy{Max: map[string]int{"unknown": 0}}, answer.Rejected, "1 unknown (max 0: CVE-C)"},
+		{Policy{}, answer.Accepted, "within"},
 	}
 	for _, c := range cases {
 		r := c.p.Judge(res)
 		if r.Status != c.status || !strings.Contains(r.Reason, c.reason) {
 			t.Errorf("%+v: %s %q; want %s with %q", c.p, r.Status, r.Reason, c.status, c.reason)
 		}
-		if *r.Vulnerabilities != (Counts{Critical: 1, High: 2, Unknown: 1}) || *r.Fixable != (Counts{High: 1, Unknown: 1}) {
+		if *r.Vulnerabilities != (answer.Counts{Critical: 1, High: 2, Unknown: 1}) || *r.Fixable != (answer.Counts{High: 1, Unknown: 1}) {
 			t.Errorf("counts %+v fixable %+v: the policy must not change them", r.Vulnerabilities, r.Fixable)
 		}
 	}
@@ -63,7 +65,22 @@ func TestPolicyValidation(t *testing.T) {
 
 func TestFailedReportIsOneLine(t *testing.T) {
 	r := Failed(Errorf("pull", "errors occurred:\n  - a\n  - b"), time.Unix(0, 0))
-	if r.Status != ScanFailed || r.Reason != "errors occurred: - a - b" {
+	if r.Status != answer.ScanFailed || r.Reason != "errors occurred: - a - b" {
 		t.Errorf("%+v", r)
+	}
+}
+
+// A severity in another spelling counts, and is listed, as the schema
+// names it; before, "High" counted as unknown.
+func TestJudgeNamesSeveritiesAsTheSchemaDoes(t *testing.T) {
+	r := Policy{Max: map[string]int{"high": 0}, MaxFindings: 5}.Judge(Result{Findings: []answer.Finding{
+		{ID: "CVE-1", Severity: "HIGH", Package: "a", Installed: "1"},
+		{ID: "CVE-2", Severity: "Bogus", Package: "b", Installed: "1"},
+	}})
+	if r.Status != answer.Rejected || r.Vulnerabilities.High != 1 || r.Vulnerabilities.Unknown != 1 {
+		t.Fatalf("%+v %+v", r, r.Vulnerabilities)
+	}
+	if r.Findings[0].Severity != "high" || r.Findings[1].Severity != "unknown" {
+		t.Fatalf("findings %+v", r.Findings)
 	}
 }

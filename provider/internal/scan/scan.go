@@ -10,19 +10,9 @@ import (
 	"fmt"
 	"strings"
 	"time"
-)
 
-// The four statuses, in the vocabulary of image-scanning admission
-// controllers.
-const (
-	Accepted           = "accepted"
-	Rejected           = "rejected"
-	ScanFailed         = "scan_failed"
-	ReportNotAvailable = "report_not_available"
+	"github.com/moat-dev/moat/provider/internal/answer"
 )
-
-// Severities, most severe first: the keys of Counts and of thresholds.
-var Severities = []string{"critical", "high", "medium", "low", "negligible", "unknown"}
 
 // Scanner scans one image, named by digest ("registry/repo@sha256:…").
 // Scan blocks until the scan is done or ctx ends.
@@ -35,69 +25,10 @@ type Scanner interface {
 
 // Result is a finished scan: every finding, before any policy.
 type Result struct {
-	Findings []Finding `json:"findings"`
-	Scanner  Tool      `json:"scanner"`
+	Findings []answer.Finding `json:"findings"`
+	Scanner  answer.Tool      `json:"scanner"`
 	// ScannedAt is when the scan finished.
 	ScannedAt time.Time `json:"scannedAt"`
-}
-
-// Tool names the scanner and its database.
-type Tool struct {
-	Name    string   `json:"name"`
-	Version string   `json:"version"`
-	DB      Database `json:"db"`
-}
-
-// Database identifies a vulnerability database.
-type Database struct {
-	// ID changes whenever the database does: schema and build time.
-	ID     string    `json:"id"`
-	Schema string    `json:"schema"`
-	Built  time.Time `json:"built"`
-	// AgeAtScan is how old the database was when the scan ran ("26h0m0s").
-	AgeAtScan string `json:"ageAtScan,omitempty"`
-}
-
-// Finding is one vulnerability in one package.
-type Finding struct {
-	ID        string `json:"id"`
-	Severity  string `json:"severity"`
-	Package   string `json:"package"`
-	Installed string `json:"installed"`
-	// Fixed is the first version with a fix; empty when there is none.
-	Fixed string `json:"fixed,omitempty"`
-}
-
-// Counts holds findings per severity.
-type Counts struct {
-	Critical   int `json:"critical"`
-	High       int `json:"high"`
-	Medium     int `json:"medium"`
-	Low        int `json:"low"`
-	Negligible int `json:"negligible"`
-	Unknown    int `json:"unknown"`
-}
-
-// Add counts one finding of severity s; anything unknown counts as unknown.
-func (c *Counts) Add(s string) { *c.at(s)++ }
-
-// Get returns the count for severity s.
-func (c *Counts) Get(s string) int { return *c.at(s) }
-
-func (c *Counts) at(s string) *int {
-	switch s {
-	case "critical":
-		return &c.Critical
-	case "high":
-		return &c.High
-	case "medium":
-		return &c.Medium
-	case "low":
-		return &c.Low
-	case "negligible":
-		return &c.Negligible
-	}
-	return &c.Unknown
 }
 
 // ErrNoReport means there is no report yet and nothing failed (an image

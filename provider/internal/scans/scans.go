@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/moat-dev/moat/provider/internal/answer"
 	"github.com/moat-dev/moat/provider/internal/checks"
 	"github.com/moat-dev/moat/provider/internal/metrics"
 	"github.com/moat-dev/moat/provider/internal/scan"
@@ -54,7 +55,7 @@ func (c check) Run(ctx context.Context, image string) checks.Outcome {
 	res, err := c.scanner.Scan(ctx, image)
 	if errors.Is(err, scan.ErrNoReport) {
 		r := scan.Pending(scan.OneLine(err.Error()))
-		return checks.Outcome{Fragment: r.Fragment(), TTL: c.opts.FailedTTL, Status: scan.ReportNotAvailable}
+		return checks.Outcome{Fragment: r.Fragment(), TTL: c.opts.FailedTTL, Status: answer.ReportNotAvailable}
 	}
 	if err != nil {
 		return c.Failed(image, err)
@@ -70,7 +71,7 @@ func (c check) Failed(_ string, err error) checks.Outcome {
 		kind = "timeout"
 	}
 	r := scan.Failed(err, time.Now())
-	return checks.Outcome{Fragment: r.Fragment(), TTL: c.opts.FailedTTL, Status: scan.ScanFailed, Kind: kind}
+	return checks.Outcome{Fragment: r.Fragment(), TTL: c.opts.FailedTTL, Status: answer.ScanFailed, Kind: kind}
 }
 
 func (c check) Pending(reason string) []byte {

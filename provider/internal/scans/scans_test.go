@@ -1,9 +1,9 @@
 package scans_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -16,36 +16,28 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 
+	"github.com/moat-dev/moat/provider/internal/answer"
 	"github.com/moat-dev/moat/provider/internal/devregistry"
 	"github.com/moat-dev/moat/provider/internal/lookup"
 	"github.com/moat-dev/moat/provider/internal/samples"
-	"github.com/moat-dev/moat/provider/internal/scan"
 	"github.com/moat-dev/moat/provider/testenv"
+	"github.com/moat-dev/moat/provider/testenv/answertest"
 )
 
-// value is the part of a /validate value these tests read.
-type value struct {
-	Digest          string         `json:"digest"`
-	Status          string         `json:"status"`
-	Reason          string         `json:"reason"`
-	Vulnerabilities *scan.Counts   `json:"vulnerabilities"`
-	Fixable         *scan.Counts   `json:"fixable"`
-	Findings        []scan.Finding `json:"findings"`
-	Scanner         *scan.Tool     `json:"scanner"`
-	ScannedAt       string         `json:"scannedAt"`
-}
+// value is a /validate value with its scan part, checked against the schema.
+type value = answer.Value
 
 func decode(t *testing.T, a *lookup.Answer) value {
 	t.Helper()
-	body := string(a.Validate)
-	if !strings.HasPrefix(body, `"value":`) {
-		t.Fatalf("not a value: %s", body)
+	raw, ok := bytes.CutPrefix(a.Validate, []byte(`"value":`))
+	if !ok {
+		t.Fatalf("not a value: %s", a.Validate)
 	}
-	var v value
-	if err := json.Unmarshal([]byte(strings.TrimPrefix(body, `"value":`)), &v); err != nil {
-		t.Fatalf("%v: %s", err, body)
+	v := answertest.Check(t, raw)
+	if v.Scan == nil {
+		t.Fatalf("no scan part: %s", raw)
 	}
-	return v
+	return *v
 }
 
 func ask(t *testing.T, env *testenv.Env, keys ...string) []value {
@@ -65,7 +57,7 @@ func settle(t *testing.T, env *testenv.Env, keys ...string) []value {
 		vs := ask(t, env, keys...)
 		pending := false
 		for _, v := range vs {
-			pending = pending || v.Status == scan.ReportNotAvailable
+			pending = pending || v.Status == answer.ReportNotAvailable
 		}
 		if !pending {
 			return vs
@@ -79,7 +71,7 @@ func settle(t *testing.T, env *testenv.Env, keys ...string) []value {
 
 func scansTotal(env *testenv.Env) float64 {
 	var n float64
-	for _, s := range []string{scan.Accepted, scan.Rejected, scan.ScanFailed} {
+	for _, s := range []string{answer.Accepted, answer.Rejected, answer.ScanFailed} {
 		n += testutil.ToFloat64(env.Metrics.Scans.Done.WithLabelValues(s))
 	}
 	return n
@@ -95,7 +87,7 @@ func TestEachStatusWithItsCountsAndIDs(t *testing.T) {
 
 	first := ask(t, env, crit, high, clean, bad, chart)
 	for i, v := range first {
-		if v.Status != scan.ReportNotAvailable || !strings.Contains(v.Reason, "queued or running") {
+		if v.Status != answer.ReportNotAvailable || !strings.Contains(v.Reason, "queued or running") {
 			t.Errorf("first answer %d: %s %q; want report_not_available (scan-wait is 0)", i, v.Status, v.Reason)
 		}
 		if v.Digest == "" {
@@ -105,13 +97,13 @@ func TestEachStatusWithItsCountsAndIDs(t *testing.T) {
 	vs := settle(t, env, crit, high, clean, bad, chart)
 
 	c := vs[0]
-	if c.Status != scan.Rejected || !strings.Contains(c.Reason, "1 critical (max 0: MOAT-TEST-0001)") {
+	if c.Status != answer.Rejected || !strings.Contains(c.Reason, "1 critical (max 0: MOAT-TEST-0001)") {
 		t.Errorf("critical: %s %q", c.Status, c.Reason)
 	}
-	if *c.Vulnerabilities != (scan.Counts{Critical: 1}) || *c.Fixable != (scan.Counts{Critical: 1}) {
+	if *c.Vulnerabilities != (answer.Counts{Critical: 1}) || *c.Fixable != (answer.Counts{Critical: 1}) {
 		t.Errorf("critical counts: %+v fixable %+v", c.Vulnerabilities, c.Fixable)
 	}
-	want := scan.Finding{ID: "MOAT-TEST-0001", Severity: "critical", Package: "moat-sample-critical", Installed: "1.0.0", Fixed: "2.0.0"}
+	want := answer.Finding{ID: "MOAT-TEST-0001", Severity: "critical", Package: "moat-sample-critical", Installed: "1.0.0", Fixed: "2.0.0"}
 	if len(c.Findings) != 1 || c.Findings[0] != want {
 		t.Errorf("critical findings: %+v", c.Findings)
 	}
@@ -120,20 +112,20 @@ func TestEachStatusWithItsCountsAndIDs(t *testing.T) {
 	}
 
 	h := vs[1]
-	if h.Status != scan.Accepted || *h.Vulnerabilities != (scan.Counts{High: 1, Medium: 1}) || *h.Fixable != (scan.Counts{High: 1}) {
+	if h.Status != answer.Accepted || *h.Vulnerabilities != (answer.Counts{High: 1, Medium: 1}) || *h.Fixable != (answer.Counts{High: 1}) {
 		t.Errorf("high: %s %q %+v %+v", h.Status, h.Reason, h.Vulnerabilities, h.Fixable)
 	}
 	if len(h.Findings) != 2 || h.Findings[0].ID != "MOAT-TEST-0002" || h.Findings[1].ID != "MOAT-TEST-0003" || h.Findings[1].Fixed != "" {
 		t.Errorf("high findings, most severe first: %+v", h.Findings)
 	}
 
-	if cl := vs[2]; cl.Status != scan.Accepted || *cl.Vulnerabilities != (scan.Counts{}) || len(cl.Findings) != 0 {
+	if cl := vs[2]; cl.Status != answer.Accepted || *cl.Vulnerabilities != (answer.Counts{}) || len(cl.Findings) != 0 {
 		t.Errorf("clean: %+v", cl)
 	}
-	if b := vs[3]; b.Status != scan.ScanFailed || !strings.Contains(b.Reason, "could not be read") || strings.Contains(b.Reason, "\n") {
+	if b := vs[3]; b.Status != answer.ScanFailed || !strings.Contains(b.Reason, "could not be read") || strings.Contains(b.Reason, "\n") {
 		t.Errorf("unreadable: %s %q", b.Status, b.Reason)
 	}
-	if a := vs[4]; a.Status != scan.ScanFailed || !strings.Contains(a.Reason, "unsupported layer media type") {
+	if a := vs[4]; a.Status != answer.ScanFailed || !strings.Contains(a.Reason, "unsupported layer media type") {
 		t.Errorf("an OCI artifact that is not an image: %s %q", a.Status, a.Reason)
 	}
 	if n := testutil.ToFloat64(env.Metrics.Scans.Failures.WithLabelValues("unsupported")); n != 1 {
@@ -152,7 +144,7 @@ func TestTwoTagsOfOneDigestShareOneReport(t *testing.T) {
 		t.Fatal("the sample image is not reproducible")
 	}
 	settle(t, env, a)
-	if v := ask(t, env, b)[0]; v.Status != scan.Accepted {
+	if v := ask(t, env, b)[0]; v.Status != answer.Accepted {
 		t.Errorf("second tag of a scanned digest: %s %q; want the first tag's report", v.Status, v.Reason)
 	}
 	if n := scansTotal(env); n != 1 {
@@ -172,7 +164,7 @@ func TestConcurrentLookupsOfOneDigestMakeOneScan(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if v := settle(t, env, ref)[0]; v.Status != scan.Rejected {
+	if v := settle(t, env, ref)[0]; v.Status != answer.Rejected {
 		t.Fatalf("%s %q", v.Status, v.Reason)
 	}
 	if n := scansTotal(env); n != 1 {
@@ -192,7 +184,7 @@ func TestFullQueueAnswersPendingThenEveryImageGetsItsReport(t *testing.T) {
 	}
 	full := 0
 	for _, v := range ask(t, env, refs...) {
-		if v.Status != scan.ReportNotAvailable {
+		if v.Status != answer.ReportNotAvailable {
 			t.Fatalf("first answer %s %q", v.Status, v.Reason)
 		}
 		if strings.Contains(v.Reason, "queue is full") {
@@ -206,7 +198,7 @@ func TestFullQueueAnswersPendingThenEveryImageGetsItsReport(t *testing.T) {
 		t.Errorf("moat_scans_queue_full_total %v, %d answers said so", n, full)
 	}
 	for _, v := range settle(t, env, refs...) {
-		if v.Status != scan.Accepted {
+		if v.Status != answer.Accepted {
 			t.Errorf("%s %q", v.Status, v.Reason)
 		}
 	}
@@ -225,7 +217,7 @@ func TestHangingRegistryTimesTheScanOutWithoutLeaks(t *testing.T) {
 		pinned := strings.Split(ref, ":1")[0] + "@" + d // no digest resolution: only the scan meets the hang
 		env.Registry.SetFault(devregistry.Hang)
 		v := settle(t, env, pinned)[0]
-		if v.Status != scan.ScanFailed || !strings.Contains(v.Reason, "took longer than 300ms") {
+		if v.Status != answer.ScanFailed || !strings.Contains(v.Reason, "took longer than 300ms") {
 			t.Errorf("%s %q", v.Status, v.Reason)
 		}
 		if n := testutil.ToFloat64(env.Metrics.Scans.Failures.WithLabelValues("timeout")); n != 1 {
@@ -247,7 +239,7 @@ func TestRegistryGoneMidScanFailsTheScan(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	env.StopRegistry()
 	v := settle(t, env, pinned)[0]
-	if v.Status != scan.ScanFailed || !strings.Contains(v.Reason, "could not be read from its registry") {
+	if v.Status != answer.ScanFailed || !strings.Contains(v.Reason, "could not be read from its registry") {
 		t.Errorf("%s %q", v.Status, v.Reason)
 	}
 }
@@ -259,15 +251,15 @@ func TestFailedScanIsRetriedAfterItsLifetime(t *testing.T) {
 	ref, d := env.PushSample(t, "s/later:1", "critical")
 	pinned := strings.Split(ref, ":1")[0] + "@" + d
 	env.Registry.SetFault(devregistry.ServerError)
-	if v := settle(t, env, pinned)[0]; v.Status != scan.ScanFailed {
+	if v := settle(t, env, pinned)[0]; v.Status != answer.ScanFailed {
 		t.Fatalf("%s %q", v.Status, v.Reason)
 	}
 	env.Registry.SetFault(devregistry.NoFault)
-	if v := ask(t, env, pinned)[0]; v.Status != scan.ScanFailed {
+	if v := ask(t, env, pinned)[0]; v.Status != answer.ScanFailed {
 		t.Errorf("within its lifetime the failure is served: %s", v.Status)
 	}
 	time.Sleep(250 * time.Millisecond)
-	if v := settle(t, env, pinned)[0]; v.Status != scan.Rejected {
+	if v := settle(t, env, pinned)[0]; v.Status != answer.Rejected {
 		t.Errorf("after its lifetime the image is scanned again: %s %q", v.Status, v.Reason)
 	}
 }
@@ -275,7 +267,7 @@ func TestFailedScanIsRetriedAfterItsLifetime(t *testing.T) {
 func TestNewDatabaseRescansWhileServingTheOldReport(t *testing.T) {
 	env := testenv.Start(t, testenv.ScanDefaults())
 	ref, _ := env.PushSample(t, "s/rescan:1", "high")
-	if v := settle(t, env, ref)[0]; v.Status != scan.Accepted {
+	if v := settle(t, env, ref)[0]; v.Status != answer.Accepted {
 		t.Fatalf("%s %q", v.Status, v.Reason)
 	}
 	path := filepath.Join(t.TempDir(), "newer.db")
@@ -287,13 +279,13 @@ func TestNewDatabaseRescansWhileServingTheOldReport(t *testing.T) {
 	if err := env.DB.Load(path); err != nil {
 		t.Fatal(err)
 	}
-	if v := ask(t, env, ref)[0]; v.Status != scan.Accepted {
+	if v := ask(t, env, ref)[0]; v.Status != answer.Accepted {
 		t.Errorf("right after the swap the old report is served: %s", v.Status)
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		v := ask(t, env, ref)[0]
-		if v.Status == scan.Rejected && strings.Contains(v.Reason, "MOAT-TEST-0099") && v.Scanner.DB.ID == env.DB.Current() {
+		if v.Status == answer.Rejected && strings.Contains(v.Reason, "MOAT-TEST-0099") && v.Scanner.DB.ID == env.DB.Current() {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -319,14 +311,14 @@ func TestPrivateRegistryScansWithTheResolversCredentials(t *testing.T) {
 		}
 	}
 	writeAuth("wrong")
-	if v := settle(t, env, pinned)[0]; v.Status != scan.ScanFailed || !strings.Contains(v.Reason, "401") && !strings.Contains(strings.ToLower(v.Reason), "unauthorized") {
+	if v := settle(t, env, pinned)[0]; v.Status != answer.ScanFailed || !strings.Contains(v.Reason, "401") && !strings.Contains(strings.ToLower(v.Reason), "unauthorized") {
 		t.Errorf("wrong credentials: %s %q", v.Status, v.Reason)
 	}
 	writeAuth("s3cret")
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		v := ask(t, env, pinned)[0]
-		if v.Status == scan.Rejected {
+		if v.Status == answer.Rejected {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -353,10 +345,10 @@ func TestAttestedReportFirstThenTheEmbeddedScanner(t *testing.T) {
 	scanned, _ := env.PushSample(t, "s/scanned:1", "critical")
 
 	vs := settle(t, env, attested, scanned)
-	if v := vs[0]; v.Status != scan.Rejected || !strings.Contains(v.Reason, "CVE-2026-1111") || !strings.HasPrefix(v.Scanner.Name, "attestation: ") {
+	if v := vs[0]; v.Status != answer.Rejected || !strings.Contains(v.Reason, "CVE-2026-1111") || !strings.HasPrefix(v.Scanner.Name, "attestation: ") {
 		t.Errorf("attested image: %s %q by %+v", v.Status, v.Reason, v.Scanner)
 	}
-	if v := vs[1]; v.Status != scan.Rejected || !strings.Contains(v.Reason, "MOAT-TEST-0001") || v.Scanner.Name != "grype" {
+	if v := vs[1]; v.Status != answer.Rejected || !strings.Contains(v.Reason, "MOAT-TEST-0001") || v.Scanner.Name != "grype" {
 		t.Errorf("image without an attestation, scanned: %s %q by %+v", v.Status, v.Reason, v.Scanner)
 	}
 }

@@ -15,12 +15,14 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/moat-dev/moat/provider/internal/answer"
 	"github.com/moat-dev/moat/provider/internal/certs"
 	"github.com/moat-dev/moat/provider/internal/client"
 	"github.com/moat-dev/moat/provider/internal/devregistry"
 	"github.com/moat-dev/moat/provider/internal/lookup"
 	"github.com/moat-dev/moat/provider/internal/mtls"
 	"github.com/moat-dev/moat/provider/testenv"
+	"github.com/moat-dev/moat/provider/testenv/answertest"
 )
 
 func lookupKeys(t *testing.T, env *testenv.Env, c *http.Client, path string, keys ...string) *client.Response {
@@ -43,16 +45,12 @@ func lookupKeys(t *testing.T, env *testenv.Env, c *http.Client, path string, key
 	return resp
 }
 
-func value(t *testing.T, it client.Item) lookup.Value {
+func value(t *testing.T, it client.Item) *answer.Value {
 	t.Helper()
 	if it.Error != "" {
 		t.Fatalf("key %q: unexpected error %q", it.Key, it.Error)
 	}
-	var v lookup.Value
-	if err := json.Unmarshal(it.Value, &v); err != nil {
-		t.Fatalf("key %q: value %s: %v", it.Key, it.Value, err)
-	}
-	return v
+	return answertest.Check(t, it.Value)
 }
 
 func TestValidateAndMutateAnswerTheRegistryDigest(t *testing.T) {
@@ -65,7 +63,7 @@ func TestValidateAndMutateAnswerTheRegistryDigest(t *testing.T) {
 	for _, im := range imgs {
 		resp := lookupKeys(t, env, c, "/validate", im.Ref)
 		v := value(t, resp.Response.Items[0])
-		if v.Schema != lookup.Schema || v.Digest != im.Digest || v.Reference != im.Ref || v.Pinned != im.Ref+"@"+im.Digest {
+		if v.Schema != answer.Schema || v.Digest != im.Digest || v.Reference != im.Ref || v.Pinned != im.Ref+"@"+im.Digest {
 			t.Errorf("%s: value %+v, want digest %s", im.Ref, v, im.Digest)
 		}
 		if im.Index && !strings.Contains(v.MediaType, "index") {

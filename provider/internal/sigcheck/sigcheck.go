@@ -29,6 +29,7 @@ import (
 	//lint:ignore SA1019 cosign v2's TrustedTransparencyLogPubKeys takes this package's StatusKind
 	"github.com/sigstore/sigstore/pkg/tuf"
 
+	"github.com/moat-dev/moat/provider/internal/answer"
 	"github.com/moat-dev/moat/provider/internal/checks"
 )
 
@@ -74,16 +75,6 @@ type Verifier struct {
 type trust struct {
 	opts cosign.CheckOpts
 	who  func(oci.Signature) string
-}
-
-// Result is one image's signature status (the `signature` field, moat.v1).
-type Result struct {
-	Verified bool   `json:"verified"`
-	Status   string `json:"status"` // verified, unverified, pending
-	// Identity says who signed: "key <file>", or the keyless subject and
-	// its issuer.
-	Identity string `json:"identity,omitempty"`
-	Reason   string `json:"reason,omitempty"`
 }
 
 // New loads the trust and returns a Verifier.
@@ -178,7 +169,7 @@ func isSelfSigned(c *x509.Certificate) bool {
 
 // Verify checks image (a digest reference) against every trusted key and
 // identity, and reports the first that verifies, or why none did.
-func (v *Verifier) Verify(ctx context.Context, image string) Result {
+func (v *Verifier) Verify(ctx context.Context, image string) answer.Signature {
 	ref, reg, err := v.reference(ctx, image)
 	if err != nil {
 		return unverified(err.Error())
@@ -191,7 +182,7 @@ func (v *Verifier) Verify(ctx context.Context, image string) Result {
 	if err != nil {
 		return unverified(err.Error())
 	}
-	return Result{Verified: true, Status: "verified", Identity: who(sigs[0])}
+	return answer.Signature{Verified: true, Status: answer.Verified, Identity: who(sigs[0])}
 }
 
 func (v *Verifier) reference(ctx context.Context, image string) (name.Digest, []ociremote.Option, error) {
@@ -298,8 +289,8 @@ func decodeStatement(a oci.Signature) (Statement, error) {
 	return st, nil
 }
 
-func unverified(reason string) Result {
-	return Result{Status: "unverified", Reason: reason}
+func unverified(reason string) answer.Signature {
+	return answer.Signature{Status: answer.Unverified, Reason: reason}
 }
 
 // keylessIdentity is the certificate's subject (e-mail or URI) and issuer.
@@ -344,12 +335,6 @@ func dedupe(ss []string) []string {
 	return out
 }
 
-// Fragment is the result as the `signature` member of a value.
-func (r Result) Fragment() []byte {
-	b, _ := json.Marshal(r) // strings and a bool always encode
-	return append([]byte(`"signature":`), b...)
-}
-
 // Check is signature verification as a check.
 type Check struct {
 	V *Verifier
@@ -379,7 +364,7 @@ func (c Check) Failed(_ string, err error) checks.Outcome {
 
 // Pending is "not yet verified".
 func (c Check) Pending(reason string) []byte {
-	return Result{Status: "pending", Reason: reason}.Fragment()
+	return answer.Signature{Status: answer.Pending, Reason: reason}.Fragment()
 }
 
 // Version is empty: the trust is fixed for the life of the process.

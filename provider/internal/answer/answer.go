@@ -1,0 +1,196 @@
+// Package answer is the moat.v1 value: the JSON object /validate answers for
+// an image key, as one Go type. The provider encodes each part once (the
+// digest part when a tag resolves, the scan and signature parts when their
+// checks finish) and splices the parts into one object per answer; clients
+// (moat lookup, moat verify, moat bench, the tests) decode it into Value.
+// docs/protocol/moat.v1.schema.json is generated from this file.
+package answer
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// Schema names the version of the value. Fields are only ever added within
+// a version; a rename or removal makes a new version.
+const Schema = "moat.v1"
+
+// Scan statuses, in the vocabulary of image-scanning admission controllers.
+const (
+	Accepted           = "accepted"
+	Rejected           = "rejected"
+	ScanFailed         = "scan_failed"
+	ReportNotAvailable = "report_not_available"
+)
+
+// Signature statuses.
+const (
+	Verified   = "verified"
+	Unverified = "unverified"
+	Pending    = "pending"
+)
+
+// Severities, most severe first: the keys of Counts and of scan thresholds.
+var Severities = []string{"critical", "high", "medium", "low", "negligible", "unknown"}
+
+// Value is the moat.v1 answer for a key that resolved to a digest.
+type Value struct {
+	Resolution
+	// The scan part: present when the provider scans (or reads vuln
+	// attestations); absent, never guessed, when it does not.
+	*Scan
+	// Signature is present when the provider checks cosign signatures.
+	Signature *Signature `json:"signature,omitempty"`
+}
+
+// Resolution is the part of a value every resolved key has: the digest.
+type Resolution struct {
+	// Schema is "moat.v1".
+	Schema string `json:"schema" enum:"moat.v1"`
+	// Reference is the canonical reference: "docker.io/library/nginx:1.27".
+	Reference string `json:"reference"`
+	// Digest is what the tag points at now, or the digest the key pinned.
+	Digest string `json:"digest" pattern:"^sha256:[0-9a-f]{64}$"`
+	// Pinned is the reference with the digest: "docker.io/library/nginx:1.27@sha256:…".
+	Pinned string `json:"pinned"`
+	// MediaType of the manifest, an index (multi-platform) or an image manifest; absent for keys that pinned a digest (no registry call was made).
+	MediaType string `json:"mediaType,omitempty"`
+	// ResolvedAt is when the registry answered (RFC 3339, UTC); absent for keys that pinned a digest.
+	ResolvedAt string `json:"resolvedAt,omitempty" format:"date-time"`
+}
+
+// Scan is the vulnerability scan part of a value.
+type Scan struct {
+	// Status is the scan policy's verdict, or why there is none.
+	Status string `json:"status" enum:"accepted,rejected,scan_failed,report_not_available"`
+	// Reason says why, in words: which thresholds broke, why the scan failed, or that it is still running.
+	Reason string `json:"reason"`
+	// Vulnerabilities counts every finding per severity (accepted and rejected only).
+	Vulnerabilities *Counts `json:"vulnerabilities,omitempty"`
+	// Fixable counts the findings that have a fixed version.
+	Fixable *Counts `json:"fixable,omitempty"`
+	// Findings lists findings, most severe first, up to the provider's --scan-max-findings.
+	Findings []Finding `json:"findings,omitempty"`
+	// FindingsOmitted is how many findings the list leaves out.
+	FindingsOmitted int `json:"findingsOmitted,omitempty" minimum:"0"`
+	// Scanner names the scanner and database that made the report.
+	Scanner *Tool `json:"scanner,omitempty"`
+	// ScannedAt is when the scan finished, or failed (RFC 3339, UTC).
+	ScannedAt string `json:"scannedAt,omitempty" format:"date-time"`
+}
+
+// Finding is one vulnerability in one package.
+type Finding struct {
+	// ID is the advisory: CVE-…, GHSA-….
+	ID string `json:"id"`
+	// Severity is one of critical, high, medium, low, negligible, unknown.
+	Severity string `json:"severity" enum:"critical,high,medium,low,negligible,unknown"`
+	// Package is the affected package's name.
+	Package string `json:"package"`
+	// Installed is the version in the image.
+	Installed string `json:"installed"`
+	// Fixed is the first version with a fix; absent when there is none.
+	Fixed string `json:"fixed,omitempty"`
+}
+
+// Counts holds findings per severity.
+type Counts struct {
+	Critical   int `json:"critical" minimum:"0"`
+	High       int `json:"high" minimum:"0"`
+	Medium     int `json:"medium" minimum:"0"`
+	Low        int `json:"low" minimum:"0"`
+	Negligible int `json:"negligible" minimum:"0"`
+	Unknown    int `json:"unknown" minimum:"0"`
+}
+
+// Add counts one finding of severity s; anything unknown counts as unknown.
+func (c *Counts) Add(s string) { *c.at(s)++ }
+
+// Get returns the count for severity s.
+func (c *Counts) Get(s string) int { return *c.at(s) }
+
+func (c *Counts) at(s string) *int {
+	switch s {
+	case "critical":
+		return &c.Critical
+	case "high":
+		return &c.High
+	case "medium":
+		return &c.Medium
+	case "low":
+		return &c.Low
+	case "negligible":
+		return &c.Negligible
+	}
+	return &c.Unknown
+}
+
+// Tool names a scanner and its database.
+type Tool struct {
+	// Name of the scanner: grype, or the tool a vuln attestation names.
+	Name string `json:"name"`
+	// Version of the scanner.
+	Version string `json:"version"`
+	// DB is the vulnerability database.
+	DB Database `json:"db"`
+}
+
+// Database identifies a vulnerability database.
+type Database struct {
+	// ID changes whenever the database does: schema and build time.
+	ID string `json:"id"`
+	// Schema is the database's schema version.
+	Schema string `json:"schema"`
+	// Built is when the database was built.
+	Built time.Time `json:"built"`
+	// AgeAtScan is how old the database was when the scan ran ("26h0m0s").
+	AgeAtScan string `json:"ageAtScan,omitempty"`
+}
+
+// Signature is the cosign signature part of a value.
+type Signature struct {
+	// Verified is true when a signature verified under the configured trust.
+	Verified bool `json:"verified"`
+	// Status is verified, unverified, or pending while the check runs.
+	Status string `json:"status" enum:"verified,unverified,pending"`
+	// Identity says who signed: "key <file>", or the keyless subject and its issuer.
+	Identity string `json:"identity,omitempty"`
+	// Reason says why a signature did not verify, or that the check is still running.
+	Reason string `json:"reason,omitempty"`
+}
+
+// Fragment is the scan part as members of a JSON object, without the
+// braces, to be spliced into a value after its digest part.
+func (s *Scan) Fragment() []byte {
+	b, err := json.Marshal(s)
+	if err != nil || len(b) < 2 { // strings, ints, times and slices of them always encode
+		return []byte(`"status":"scan_failed","reason":"internal error: the report could not be encoded"`)
+	}
+	return b[1 : len(b)-1]
+}
+
+// Fragment is the signature part as the `signature` member of a value.
+func (s Signature) Fragment() []byte {
+	b, _ := json.Marshal(s) // strings and a bool always encode
+	return append([]byte(`"signature":`), b...)
+}
+
+// Decode decodes a value strictly: a member Value does not have is an
+// error, so a client never silently drops what the provider said.
+func Decode(raw []byte) (*Value, error) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	var v Value
+	if err := dec.Decode(&v); err != nil {
+		return nil, fmt.Errorf("not a %s value: %w", Schema, err)
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("not a %s value: data after the object", Schema)
+	}
+	if v.Schema != Schema {
+		return nil, fmt.Errorf("schema %q, want %q", v.Schema, Schema)
+	}
+	return &v, nil
+}

@@ -29,7 +29,7 @@ import (
 	"github.com/moat-dev/moat/provider/internal/metrics"
 	"github.com/moat-dev/moat/provider/internal/mtls"
 	"github.com/moat-dev/moat/provider/internal/protocol"
-	"github.com/moat-dev/moat/provider/internal/resolve"
+	"github.com/moat-dev/moat/provider/internal/registry"
 	"github.com/moat-dev/moat/provider/internal/samples"
 	"github.com/moat-dev/moat/provider/internal/scans"
 	"github.com/moat-dev/moat/provider/internal/server"
@@ -77,7 +77,7 @@ func Defaults() Config {
 			ErrorTTL:       10 * time.Second,
 			ResolveTimeout: 10 * time.Second,
 		},
-		Registry: resolve.Options{PerHostConcurrency: 32},
+		Registry: registry.Options{PerHostConcurrency: 32},
 	}
 }
 
@@ -311,4 +311,15 @@ func PushRandom(tb testing.TB, host, repoTag string) name.Digest {
 		tb.Fatal(err)
 	}
 	return d
+}
+
+// RegistryClient is a registry client that may reach the listed hosts (the
+// registries tests start) over plain HTTP, counting into its own metrics.
+func RegistryClient(tb testing.TB, insecure ...string) *registry.Client {
+	tb.Helper()
+	c, err := registry.New(registry.Options{PerHostConcurrency: 32, InsecureRegistries: insecure}, metrics.New())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return c
 }

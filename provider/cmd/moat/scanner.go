@@ -7,7 +7,7 @@ import (
 
 	"github.com/moat-dev/moat/provider/internal/app"
 	"github.com/moat-dev/moat/provider/internal/mtls"
-	"github.com/moat-dev/moat/provider/internal/resolve"
+	"github.com/moat-dev/moat/provider/internal/registry"
 	"github.com/moat-dev/moat/provider/internal/server"
 )
 
@@ -43,7 +43,7 @@ func runScanner(ctx context.Context, args []string, _, stderr io.Writer) error {
 	s, err := app.NewScanner(
 		server.Options{CertReloadInterval: *reloadEvery, ShutdownTimeout: *shutdownMax},
 		eng(),
-		resolve.Options{RegistryConfig: *regConfig, InsecureRegistries: insecureRegs, UserAgent: "moat/" + version},
+		registry.Options{PerHostConcurrency: 32, RegistryConfig: *regConfig, InsecureRegistries: insecureRegs, UserAgent: "moat/" + version},
 		*workers, mtls.Files{Cert: *tlsCert, Key: *tlsKey, ClientCA: *clientCA}, log)
 	if err != nil {
 		return err

@@ -11,7 +11,7 @@ import (
 	"github.com/moat-dev/moat/provider/internal/lookup"
 	"github.com/moat-dev/moat/provider/internal/mtls"
 	"github.com/moat-dev/moat/provider/internal/protocol"
-	"github.com/moat-dev/moat/provider/internal/resolve"
+	"github.com/moat-dev/moat/provider/internal/registry"
 	"github.com/moat-dev/moat/provider/internal/server"
 )
 
@@ -82,7 +82,7 @@ func runServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 			StaleWhileRevalidate: *swr,
 			ResolveTimeout:       *resolveLimit,
 		},
-		Registry: resolve.Options{
+		Registry: registry.Options{
 			PerHostConcurrency: *perHost,
 			RegistryConfig:     *regConfig,
 			InsecureRegistries: insecureRegs,

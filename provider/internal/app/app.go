@@ -18,6 +18,7 @@ import (
 	"github.com/moat-dev/moat/provider/internal/lookup"
 	"github.com/moat-dev/moat/provider/internal/metrics"
 	"github.com/moat-dev/moat/provider/internal/mtls"
+	"github.com/moat-dev/moat/provider/internal/registry"
 	"github.com/moat-dev/moat/provider/internal/resolve"
 	"github.com/moat-dev/moat/provider/internal/scan"
 	"github.com/moat-dev/moat/provider/internal/scanremote"
@@ -38,7 +39,7 @@ const (
 type Config struct {
 	Server   server.Options
 	Lookup   lookup.Options
-	Registry resolve.Options
+	Registry registry.Options
 	Certs    mtls.Files
 	Scan     ScanConfig
 	// Signatures is off while its trust names no key and no identity.
@@ -100,8 +101,11 @@ type App struct {
 // New wires a provider from cfg.
 func New(cfg Config, log *slog.Logger) (*App, error) {
 	m := metrics.New()
-	res := resolve.New(cfg.Registry, m)
-	svc, err := lookup.New(cfg.Lookup, res, m, log)
+	reg, err := registry.New(cfg.Registry, m)
+	if err != nil {
+		return nil, err
+	}
+	svc, err := lookup.New(cfg.Lookup, resolve.New(resolve.Options{}, reg, m), m, log)
 	if err != nil {
 		return nil, err
 	}
@@ -110,7 +114,7 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 	switch cfg.Scan.Mode {
 	case "", ScannerOff:
 	case ScannerEmbedded:
-		e, db, err := NewEngine(cfg.Scan.Engine, res, log)
+		e, db, err := NewEngine(cfg.Scan.Engine, reg, log)
 		if err != nil {
 			return nil, err
 		}
@@ -129,7 +133,7 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 	}
 	var verifier *sigcheck.Verifier
 	if cfg.Signatures.Enabled() {
-		if verifier, err = sigcheck.New(sigcheck.Options{Trust: cfg.Signatures.Trust, Keychain: res.Keychain(), Insecure: res.Insecure}); err != nil {
+		if verifier, err = sigcheck.New(sigcheck.Options{Trust: cfg.Signatures.Trust, Registry: reg}); err != nil {
 			return nil, err
 		}
 	}
@@ -186,14 +190,14 @@ func (a *App) Close() {
 	}
 }
 
-// NewEngine builds the Grype engine with its (still empty) database, using
-// the resolver's credentials and plain-HTTP registries.
-func NewEngine(cfg EngineConfig, res *resolve.Resolver, log *slog.Logger) (*grypescan.Engine, *vulndb.DB, error) {
+// NewEngine builds the Grype engine with its (still empty) database,
+// pulling through reg.
+func NewEngine(cfg EngineConfig, reg *registry.Client, log *slog.Logger) (*grypescan.Engine, *vulndb.DB, error) {
 	db, err := vulndb.New(cfg.DB, log)
 	if err != nil {
 		return nil, nil, err
 	}
-	e, err := grypescan.New(grypescan.Options{Keychain: res.Keychain(), Insecure: res.Insecure, Platform: cfg.Platform}, db)
+	e, err := grypescan.New(grypescan.Options{Registry: reg, Platform: cfg.Platform}, db)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -241,9 +245,13 @@ type Scanner struct {
 }
 
 // NewScanner wires a scanner service.
-func NewScanner(srv server.Options, eng EngineConfig, reg resolve.Options, workers int, certs mtls.Files, log *slog.Logger) (*Scanner, error) {
+func NewScanner(srv server.Options, eng EngineConfig, regOpts registry.Options, workers int, certs mtls.Files, log *slog.Logger) (*Scanner, error) {
 	m := metrics.New()
-	e, db, err := NewEngine(eng, resolve.New(reg, m), log)
+	reg, err := registry.New(regOpts, m)
+	if err != nil {
+		return nil, err
+	}
+	e, db, err := NewEngine(eng, reg, log)
 	if err != nil {
 		return nil, err
 	}

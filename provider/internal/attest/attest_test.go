@@ -26,11 +26,12 @@ const (
 func setup(t *testing.T) (host string, key *testenv.Signer, src *attest.Source) {
 	t.Helper()
 	key = testenv.NewKeySigner(t)
-	v, err := sigcheck.New(sigcheck.Options{Trust: sigcheck.Trust{KeyFiles: []string{key.PubFile}, IgnoreTlog: true}, Insecure: func(string) bool { return true }})
+	host = testenv.StartRegistry(t)
+	v, err := sigcheck.New(sigcheck.Options{Trust: sigcheck.Trust{KeyFiles: []string{key.PubFile}, IgnoreTlog: true}, Registry: testenv.RegistryClient(t, host)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return testenv.StartRegistry(t), key, &attest.Source{Verifier: v}
+	return host, key, &attest.Source{Verifier: v}
 }
 
 func judge(t *testing.T, src *attest.Source, ref name.Digest) (answer.Scan, error) {

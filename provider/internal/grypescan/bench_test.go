@@ -23,7 +23,7 @@ func BenchmarkScannerMemory(b *testing.B) {
 		if err := db.Load(path); err != nil {
 			b.Fatal(err)
 		}
-		e := engine(b, db)
+		e := engine(b, host, db)
 		if _, err := e.Scan(context.Background(), ref); err != nil {
 			b.Fatal(err)
 		}
@@ -41,7 +41,7 @@ func BenchmarkScanSmallImage(b *testing.B) {
 	if err := db.Load(writeDB(b, samples.Vulns)); err != nil {
 		b.Fatal(err)
 	}
-	e := engine(b, db)
+	e := engine(b, host, db)
 	b.ResetTimer()
 	for range b.N {
 		res, err := e.Scan(context.Background(), ref)

@@ -1,11 +1,13 @@
-// Package grypescan is the embedded scanner: syft catalogs an image
-// straight from its registry (no container engine) and Grype matches the
-// packages against the vulnerability database of a vulndb.DB.
+// Package grypescan is the embedded scanner: the image is pulled through
+// Moat's registry client into a temporary OCI layout (no container
+// engine), syft catalogs it, and Grype matches the packages against the
+// vulnerability database of a vulndb.DB.
 package grypescan
 
 import (
 	"context"
 	"fmt"
+	"os"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -17,23 +19,24 @@ import (
 	"github.com/anchore/grype/grype/matcher"
 	grypepkg "github.com/anchore/grype/grype/pkg"
 	"github.com/anchore/grype/grype/vulnerability"
-	"github.com/anchore/stereoscope/pkg/image"
 	"github.com/anchore/syft/syft"
-	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/moat-dev/moat/provider/internal/answer"
+	"github.com/moat-dev/moat/provider/internal/registry"
 	"github.com/moat-dev/moat/provider/internal/scan"
 	"github.com/moat-dev/moat/provider/internal/vulndb"
 )
 
 // Options configure an Engine.
 type Options struct {
-	// Keychain gives registry credentials: the same one digest resolution
-	// uses.
-	Keychain authn.Keychain
-	// Insecure says whether a registry host is reached over plain HTTP.
-	Insecure func(host string) bool
+	// Registry pulls images: the client digest resolution uses, with its
+	// credentials, plain-HTTP refusal, limits and counting.
+	Registry *registry.Client
 	// Platform picks the image of a multi-platform index; empty means
 	// linux/amd64 for an index and no check for a single image (whose
 	// config may not name a platform at all).
@@ -42,8 +45,9 @@ type Options struct {
 
 // Engine scans images. It is safe for concurrent use.
 type Engine struct {
-	opts Options
-	db   *vulndb.DB
+	opts     Options
+	platform *v1.Platform // nil: go-containerregistry's default, linux/amd64
+	db       *vulndb.DB
 	// base carries syft's license scanner, built once: building it per scan
 	// costs most of a second.
 	base    context.Context
@@ -64,13 +68,16 @@ func New(opts Options, db *vulndb.DB) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("grype: %w", err)
 	}
-	if opts.Keychain == nil {
-		opts.Keychain = authn.DefaultKeychain
+	if opts.Registry == nil {
+		return nil, fmt.Errorf("grype: no registry client")
 	}
-	if opts.Insecure == nil {
-		opts.Insecure = func(string) bool { return false }
+	var platform *v1.Platform
+	if opts.Platform != "" {
+		if platform, err = v1.ParsePlatform(opts.Platform); err != nil {
+			return nil, fmt.Errorf("scan platform %q: %w", opts.Platform, err)
+		}
 	}
-	return &Engine{opts: opts, db: db, base: base, sbom: cfg, version: moduleVersion("github.com/anchore/grype")}, nil
+	return &Engine{platform: platform, opts: opts, db: db, base: base, sbom: cfg, version: moduleVersion("github.com/anchore/grype")}, nil
 }
 
 // Database identifies the database scans use now.
@@ -78,7 +85,7 @@ func (e *Engine) Database() string { return e.db.Current() }
 
 // Scan catalogs image (by digest) and matches its packages.
 func (e *Engine) Scan(ctx context.Context, img string) (scan.Result, error) {
-	ref, err := name.NewDigest(img, name.StrictValidation)
+	ref, err := e.opts.Registry.Digest(img, name.StrictValidation)
 	if err != nil {
 		return scan.Result{}, scan.Errorf("unsupported", "%s: scans need a digest reference: %v", img, err)
 	}
@@ -94,21 +101,14 @@ func (e *Engine) Scan(ctx context.Context, img string) (scan.Result, error) {
 	stop := context.AfterFunc(ctx, cancel)
 	defer stop()
 
-	var platform *image.Platform
-	if e.opts.Platform != "" {
-		if platform, err = image.NewPlatform(e.opts.Platform); err != nil {
-			return scan.Result{}, scan.Errorf("scanner", "platform %q: %v", e.opts.Platform, err)
-		}
-	}
-	reg := &image.RegistryOptions{Keychain: e.opts.Keychain, InsecureUseHTTP: e.opts.Insecure(ref.RegistryStr())}
-	src, err := syft.GetSource(sctx, ref.String(), syft.DefaultGetSourceConfig().
-		WithSources("registry").WithRegistryOptions(reg).WithPlatform(platform))
+	dir, err := e.pull(sctx, ref)
 	if err != nil {
-		kind := "pull"
-		if strings.Contains(err.Error(), "unsupported") { // a media type stereoscope cannot read (an artifact)
-			kind = "unsupported"
-		}
-		return scan.Result{}, e.failure(ctx, kind, fmt.Errorf("%s: the image could not be read from its registry: %w", img, err))
+		return scan.Result{}, e.failure(ctx, readKind(err), fmt.Errorf("%s: the image could not be read from its registry: %w", img, err))
+	}
+	defer os.RemoveAll(dir)
+	src, err := syft.GetSource(sctx, dir, syft.DefaultGetSourceConfig().WithSources("oci-dir"))
+	if err != nil {
+		return scan.Result{}, e.failure(ctx, readKind(err), fmt.Errorf("%s: the image could not be read: %w", img, err))
 	}
 	defer src.Close()
 	sb, err := syft.CreateSBOM(sctx, src, e.sbom)
@@ -132,6 +132,42 @@ func (e *Engine) Scan(ctx context.Context, img string) (scan.Result, error) {
 			AgeAtScan: time.Since(snap.Built).Round(time.Second).String()}},
 		ScannedAt: time.Now().UTC(),
 	}, nil
+}
+
+// pull writes the image (the platform's image of an index) into a new OCI
+// layout in the temporary directory, fetched through the registry client.
+func (e *Engine) pull(ctx context.Context, ref name.Digest) (string, error) {
+	opts := e.opts.Registry.Options(ctx, registry.Scan)
+	if e.platform != nil {
+		opts = append(opts, remote.WithPlatform(*e.platform))
+	}
+	im, err := remote.Image(ref, opts...)
+	if err != nil {
+		return "", err
+	}
+	dir, err := os.MkdirTemp("", "moat-scan-")
+	if err != nil {
+		return "", err
+	}
+	p, err := layout.Write(dir, empty.Index)
+	if err == nil {
+		err = p.AppendImage(im)
+	}
+	if err != nil {
+		os.RemoveAll(dir)
+		return "", err
+	}
+	return dir, nil
+}
+
+// readKind labels a failure to read an image: "unsupported" for a media
+// type stereoscope or go-containerregistry cannot read (an artifact, not
+// an image), else "pull".
+func readKind(err error) string {
+	if m := err.Error(); strings.Contains(m, "unsupported") || strings.Contains(m, "unexpected media type") {
+		return "unsupported"
+	}
+	return "pull"
 }
 
 // failure labels err, or reports the timeout when ctx ended first.

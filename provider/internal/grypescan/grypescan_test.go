@@ -64,9 +64,9 @@ func writeDB(t testing.TB, vulns []samples.Vuln) string {
 	return path
 }
 
-func engine(t testing.TB, db *vulndb.DB) *grypescan.Engine {
+func engine(t testing.TB, host string, db *vulndb.DB) *grypescan.Engine {
 	t.Helper()
-	e, err := grypescan.New(grypescan.Options{Insecure: func(string) bool { return true }}, db)
+	e, err := grypescan.New(grypescan.Options{Registry: testenv.RegistryClient(t, host)}, db)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +85,7 @@ func TestNoDatabaseMeansScanFailedWithTheReason(t *testing.T) {
 	host := testenv.StartRegistry(t)
 	ref := sample(t, host, "critical")
 	db := newDB(t, vulndb.Options{})
-	_, err := engine(t, db).Scan(context.Background(), ref)
+	_, err := engine(t, host, db).Scan(context.Background(), ref)
 	if scan.KindOf(err) != "database" || !strings.Contains(err.Error(), "no vulnerability database") {
 		t.Fatalf("no database loaded: %v", err)
 	}
@@ -97,7 +97,7 @@ func TestNoDatabaseMeansScanFailedWithTheReason(t *testing.T) {
 	if err := db.Load(corrupt); err == nil {
 		t.Fatal("a corrupt database loaded")
 	}
-	_, err = engine(t, db).Scan(context.Background(), ref)
+	_, err = engine(t, host, db).Scan(context.Background(), ref)
 	if scan.KindOf(err) != "database" || !strings.Contains(err.Error(), corrupt) {
 		t.Errorf("after a corrupt load the reason names it: %v", err)
 	}
@@ -114,7 +114,7 @@ func TestTooOldDatabaseFailsScans(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(600 * time.Millisecond) // build times are rounded to the second, up to 0.5s ahead
-	_, err := engine(t, db).Scan(context.Background(), ref)
+	_, err := engine(t, host, db).Scan(context.Background(), ref)
 	if scan.KindOf(err) != "database" || !strings.Contains(err.Error(), "more than the maximum age") {
 		t.Fatalf("%v", err)
 	}
@@ -134,7 +134,7 @@ func TestNewDatabaseSwapsInWhileScansRun(t *testing.T) {
 	}
 	// Which database each ID is: a reload of one file may get a new ID.
 	isSecond := map[string]bool{db.Current(): false}
-	e := engine(t, db)
+	e := engine(t, host, db)
 
 	var wg sync.WaitGroup
 	errs := make(chan error, 100)

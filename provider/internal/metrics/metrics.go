@@ -22,7 +22,7 @@ type Metrics struct {
 	CacheEvictions prometheus.Counter
 	CacheEntries   prometheus.GaugeFunc
 
-	RegistryRequests *prometheus.CounterVec // host, method
+	RegistryRequests *prometheus.CounterVec // host, method, purpose
 	RegistryErrors   *prometheus.CounterVec // host, reason
 	Resolutions      *prometheus.CounterVec // outcome
 
@@ -100,8 +100,8 @@ func New() *Metrics {
 			Name: "moat_cache_evictions_total", Help: "Entries pushed out of the cache to make room.",
 		}),
 		RegistryRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "moat_registry_requests_total", Help: "HTTP requests sent to registries, by host and method.",
-		}, []string{"host", "method"}),
+			Name: "moat_registry_requests_total", Help: "HTTP requests sent to registries, by host, method and purpose (resolve, scan, signature, attestation).",
+		}, []string{"host", "method", "purpose"}),
 		RegistryErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "moat_registry_errors_total", Help: "Failed digest resolutions, by registry host and reason.",
 		}, []string{"host", "reason"}),

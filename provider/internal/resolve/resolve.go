@@ -1,8 +1,8 @@
 // Package resolve asks registries which digest a tag points at now.
 //
-// It uses go-containerregistry's Puller.Head (a HEAD request does not count
-// against Docker Hub's pull limit; for a multi-arch image the answer is the
-// index digest), bounds concurrency per registry host, retries only server
+// It uses go-containerregistry's Puller.Head through the registry client (a
+// HEAD request does not count against Docker Hub's pull limit; for a
+// multi-arch image the answer is the index digest), retries only server
 // failures, and turns registry errors into messages a person can act on.
 package resolve
 
@@ -13,36 +13,23 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/moat-dev/moat/provider/internal/metrics"
 	"github.com/moat-dev/moat/provider/internal/reference"
+	"github.com/moat-dev/moat/provider/internal/registry"
 )
 
 // Options configure a Resolver.
 type Options struct {
-	// PerHostConcurrency bounds requests in flight to one registry host.
-	PerHostConcurrency int
-	// RegistryConfig is a docker config file (config.json or a mounted
-	// .dockerconfigjson) read for credentials, re-read on every new session.
-	RegistryConfig string
-	// InsecureRegistries are hosts ("host:port") that may be reached over
-	// plain HTTP. No other host is, even on a private or loopback address.
-	InsecureRegistries []string
 	// SessionLifetime is how long registry sessions (tokens, pings, resolved
 	// credentials) are reused before they are made anew.
 	SessionLifetime time.Duration
-	// Transport is the base transport; http.DefaultTransport when nil.
-	Transport http.RoundTripper
-	// UserAgent is sent to registries.
-	UserAgent string
 }
 
 // Result is what a registry says a tag points at.
@@ -63,14 +50,9 @@ func (e *Error) Error() string { return e.Msg }
 // Resolver resolves tags to digests. It is safe for concurrent use.
 type Resolver struct {
 	opts     Options
+	registry *registry.Client
 	metrics  *metrics.Metrics
-	keychain authn.Keychain
-	insecure map[string]bool
-	rt       http.RoundTripper
-
-	mu      sync.Mutex
-	limits  map[string]chan struct{}
-	session atomic.Pointer[session]
+	session  atomic.Pointer[session]
 }
 
 type session struct {
@@ -78,42 +60,13 @@ type session struct {
 	expires time.Time
 }
 
-// New returns a Resolver.
-func New(opts Options, m *metrics.Metrics) *Resolver {
-	if opts.PerHostConcurrency <= 0 {
-		opts.PerHostConcurrency = 32
-	}
+// New returns a Resolver fetching through reg.
+func New(opts Options, reg *registry.Client, m *metrics.Metrics) *Resolver {
 	if opts.SessionLifetime <= 0 {
 		opts.SessionLifetime = 5 * time.Minute
 	}
-	base := opts.Transport
-	if base == nil {
-		base = http.DefaultTransport
-	}
-	r := &Resolver{
-		opts:     opts,
-		metrics:  m,
-		insecure: map[string]bool{},
-		limits:   map[string]chan struct{}{},
-	}
-	for _, h := range opts.InsecureRegistries {
-		r.insecure[h] = true
-	}
-	r.rt = &countingTransport{base: base, insecure: r.insecure, metrics: m}
-	chain := []authn.Keychain{}
-	if opts.RegistryConfig != "" {
-		chain = append(chain, fileKeychain{path: opts.RegistryConfig})
-	}
-	r.keychain = authn.NewMultiKeychain(append(chain, authn.DefaultKeychain)...)
-	return r
+	return &Resolver{opts: opts, registry: reg, metrics: m}
 }
-
-// Keychain gives the registry credentials resolution uses; the scanner
-// uses the same.
-func (r *Resolver) Keychain() authn.Keychain { return r.keychain }
-
-// Insecure reports whether host may be reached over plain HTTP.
-func (r *Resolver) Insecure(host string) bool { return r.insecure[host] }
 
 // puller returns the current registry session, making a new one when the
 // old has lived SessionLifetime, so rotated credentials are picked up and
@@ -122,15 +75,12 @@ func (r *Resolver) puller() (*remote.Puller, error) {
 	if s := r.session.Load(); s != nil && time.Now().Before(s.expires) {
 		return s.puller, nil
 	}
-	p, err := remote.NewPuller(
-		remote.WithAuthFromKeychain(r.keychain),
-		remote.WithTransport(r.rt),
-		remote.WithUserAgent(r.opts.UserAgent),
+	p, err := remote.NewPuller(append(r.registry.Options(context.Background(), registry.Resolve),
 		// Retry only what a retry can fix, quickly: a 429 is not retried,
 		// the cache's failure lifetime paces the next try.
 		remote.WithRetryStatusCodes(http.StatusRequestTimeout, http.StatusInternalServerError,
 			http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout),
-		remote.WithRetryBackoff(remote.Backoff{Duration: 100 * time.Millisecond, Factor: 2, Jitter: 0.1, Steps: 3}),
+		remote.WithRetryBackoff(remote.Backoff{Duration: 100 * time.Millisecond, Factor: 2, Jitter: 0.1, Steps: 3}))...,
 	)
 	if err != nil {
 		return nil, err
@@ -144,22 +94,12 @@ func (r *Resolver) puller() (*remote.Puller, error) {
 func (r *Resolver) Resolve(ctx context.Context, ref reference.Ref) (Result, error) {
 	host := ref.Registry
 	nref := ref.NameRef()
-	if r.insecure[host] {
+	if r.registry.Insecure(host) {
 		var err error
 		if nref, err = name.ParseReference(nref.String(), name.Insecure); err != nil {
 			return Result{}, &Error{Reason: "invalid", Msg: err.Error()}
 		}
 	}
-
-	slot := r.slot(host)
-	select {
-	case slot <- struct{}{}:
-		defer func() { <-slot }()
-	case <-ctx.Done():
-		return Result{}, r.fail(host, &Error{Reason: "timeout",
-			Msg: fmt.Sprintf("registry %s: no free connection slot before the resolution deadline (%d requests already in flight; --registry-concurrency)", displayHost(host), cap(slot))})
-	}
-
 	p, err := r.puller()
 	if err != nil {
 		return Result{}, r.fail(host, &Error{Reason: "internal", Msg: err.Error()})
@@ -176,17 +116,6 @@ func (r *Resolver) fail(host string, e *Error) *Error {
 	return e
 }
 
-func (r *Resolver) slot(host string) chan struct{} {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	s, ok := r.limits[host]
-	if !ok {
-		s = make(chan struct{}, r.opts.PerHostConcurrency)
-		r.limits[host] = s
-	}
-	return s
-}
-
 func displayHost(h string) string {
 	if h == name.DefaultRegistry {
 		return "docker.io"
@@ -200,10 +129,13 @@ func classify(ctx context.Context, ref reference.Ref, err error) *Error {
 	host := displayHost(ref.Registry)
 	what := ref.String()
 	var terr *transport.Error
-	var insecure *insecureError
+	var insecure *registry.InsecureError
+	var busy *registry.BusyError
 	switch {
 	case errors.As(err, &insecure):
 		return &Error{Reason: "insecure_refused", Msg: insecure.Error()}
+	case errors.As(err, &busy):
+		return &Error{Reason: "timeout", Msg: fmt.Sprintf("%s: %s", ref.String(), busy.Error())}
 	case errors.As(err, &terr):
 		code := terr.StatusCode
 		switch {

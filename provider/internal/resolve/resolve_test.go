@@ -15,6 +15,7 @@ import (
 	"github.com/moat-dev/moat/provider/internal/devregistry"
 	"github.com/moat-dev/moat/provider/internal/metrics"
 	"github.com/moat-dev/moat/provider/internal/reference"
+	"github.com/moat-dev/moat/provider/internal/registry"
 )
 
 func startRegistry(t *testing.T) (*devregistry.Registry, string) {
@@ -23,6 +24,16 @@ func startRegistry(t *testing.T) (*devregistry.Registry, string) {
 	srv := httptest.NewServer(reg)
 	t.Cleanup(srv.Close)
 	return reg, strings.TrimPrefix(srv.URL, "http://")
+}
+
+func client(t *testing.T, o registry.Options) *registry.Client {
+	t.Helper()
+	o.PerHostConcurrency = 4
+	c, err := registry.New(o, metrics.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 func parse(t *testing.T, s string) reference.Ref {
@@ -53,7 +64,12 @@ func TestCredentialsFromAMountedDockerConfigAndTheirRotation(t *testing.T) {
 	authFile := filepath.Join(t.TempDir(), ".dockerconfigjson")
 	writeAuth(t, authFile, host, "moat", "s3cret")
 
-	r := New(Options{RegistryConfig: authFile, InsecureRegistries: []string{host}, SessionLifetime: 50 * time.Millisecond}, metrics.New())
+	m := metrics.New()
+	rc, err := registry.New(registry.Options{PerHostConcurrency: 4, RegistryConfig: authFile, InsecureRegistries: []string{host}}, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := New(Options{SessionLifetime: 50 * time.Millisecond}, rc, m)
 	ref := parse(t, host+"/private/app:v1")
 	res, err := r.Resolve(context.Background(), ref)
 	if err != nil || res.Digest != digest {
@@ -70,7 +86,7 @@ func TestCredentialsFromAMountedDockerConfigAndTheirRotation(t *testing.T) {
 		t.Fatalf("after rotation to a bad password: %v, want an unauthorized error naming --registry-config", err)
 	}
 
-	anonymous := New(Options{InsecureRegistries: []string{host}}, metrics.New())
+	anonymous := New(Options{}, client(t, registry.Options{InsecureRegistries: []string{host}}), m)
 	if _, err := anonymous.Resolve(context.Background(), ref); !errors.As(err, &re) || re.Reason != "unauthorized" {
 		t.Fatalf("without credentials: %v", err)
 	}
@@ -82,52 +98,10 @@ func TestPlainHTTPOnlyToListedRegistries(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := metrics.New()
-	r := New(Options{}, m) // the loopback registry is not listed
+	r := New(Options{}, client(t, registry.Options{}), m) // the loopback registry is not listed
 	_, err := r.Resolve(context.Background(), parse(t, host+"/app:v1"))
 	var re *Error
 	if !errors.As(err, &re) || re.Reason != "insecure_refused" || !strings.Contains(re.Msg, "--insecure-registries") {
 		t.Fatalf("unlisted plain-HTTP registry: %v, want insecure_refused", err)
-	}
-}
-
-func TestPerHostLimitBoundsConcurrency(t *testing.T) {
-	reg, host := startRegistry(t)
-	const tags = 6
-	for i := range tags {
-		if _, err := devregistry.Push(context.Background(), fmt.Sprintf("%s/app:t%d", host, i)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	reg.SetDelay(100 * time.Millisecond) // long enough that the six overlap
-	r := New(Options{PerHostConcurrency: 2, InsecureRegistries: []string{host}}, metrics.New())
-	// One resolution first, so the session (ping) exists.
-	if _, err := r.Resolve(context.Background(), parse(t, host+"/app:t0")); err != nil {
-		t.Fatal(err)
-	}
-	errc := make(chan error, tags)
-	for i := range tags {
-		go func() {
-			_, err := r.Resolve(context.Background(), parse(t, fmt.Sprintf("%s/app:t%d", host, i)))
-			errc <- err
-		}()
-	}
-	for range tags {
-		if err := <-errc; err != nil {
-			t.Fatal(err)
-		}
-	}
-	if peak := reg.PeakInFlight(); peak != 2 {
-		t.Errorf("at most %d manifest requests were in flight at once, want exactly the limit of 2", peak)
-	}
-	// A slot that never frees: the deadline names the limit.
-	ctx, cancel := context.WithTimeout(context.Background(), 0)
-	defer cancel()
-	slot := r.slot(host)
-	slot <- struct{}{}
-	slot <- struct{}{}
-	_, err := r.Resolve(ctx, parse(t, host+"/app:t1"))
-	var re *Error
-	if !errors.As(err, &re) || !strings.Contains(re.Msg, "--registry-concurrency") {
-		t.Errorf("full slots: %v", err)
 	}
 }

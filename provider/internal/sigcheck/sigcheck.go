@@ -18,9 +18,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/sigstore/cosign/v2/pkg/cosign"
 	"github.com/sigstore/cosign/v2/pkg/oci"
 	ociremote "github.com/sigstore/cosign/v2/pkg/oci/remote"
@@ -31,6 +29,7 @@ import (
 
 	"github.com/moat-dev/moat/provider/internal/answer"
 	"github.com/moat-dev/moat/provider/internal/checks"
+	"github.com/moat-dev/moat/provider/internal/registry"
 )
 
 // Trust is what a signature must chain to.
@@ -57,10 +56,10 @@ type Trust struct {
 
 // Options configure a Verifier.
 type Options struct {
-	Trust    Trust
-	Keychain authn.Keychain
-	// Insecure says whether a registry host is reached over plain HTTP.
-	Insecure func(host string) bool
+	Trust Trust
+	// Registry fetches signatures and attestations: the client digest
+	// resolution uses.
+	Registry *registry.Client
 }
 
 // Verifier verifies signatures. Safe for concurrent use.
@@ -86,11 +85,8 @@ func New(opts Options) (*Verifier, error) {
 	if t.RekorKey == "" && !t.IgnoreTlog {
 		return nil, errors.New("signatures: give the Rekor public key (--signature-rekor-key), or turn transparency-log checks off explicitly (--signature-ignore-tlog)")
 	}
-	if opts.Keychain == nil {
-		opts.Keychain = authn.DefaultKeychain
-	}
-	if opts.Insecure == nil {
-		opts.Insecure = func(string) bool { return false }
+	if opts.Registry == nil {
+		return nil, errors.New("signatures: no registry client")
 	}
 	v := &Verifier{opts: opts}
 	base := cosign.CheckOpts{ClaimVerifier: cosign.SimpleClaimVerifier, IgnoreTlog: t.IgnoreTlog, IgnoreSCT: t.CTLogKey == ""}
@@ -170,7 +166,7 @@ func isSelfSigned(c *x509.Certificate) bool {
 // Verify checks image (a digest reference) against every trusted key and
 // identity, and reports the first that verifies, or why none did.
 func (v *Verifier) Verify(ctx context.Context, image string) answer.Signature {
-	ref, reg, err := v.reference(ctx, image)
+	ref, reg, err := v.reference(ctx, image, registry.Signature)
 	if err != nil {
 		return unverified(err.Error())
 	}
@@ -185,16 +181,12 @@ func (v *Verifier) Verify(ctx context.Context, image string) answer.Signature {
 	return answer.Signature{Verified: true, Status: answer.Verified, Identity: who(sigs[0])}
 }
 
-func (v *Verifier) reference(ctx context.Context, image string) (name.Digest, []ociremote.Option, error) {
-	var opts []name.Option
-	if d, err := name.NewDigest(image); err == nil && v.opts.Insecure(d.RegistryStr()) {
-		opts = append(opts, name.Insecure)
-	}
-	ref, err := name.NewDigest(image, opts...)
+func (v *Verifier) reference(ctx context.Context, image, purpose string) (name.Digest, []ociremote.Option, error) {
+	ref, err := v.opts.Registry.Digest(image)
 	if err != nil {
 		return ref, nil, fmt.Errorf("%s: signatures are checked on digest references: %w", image, err)
 	}
-	return ref, []ociremote.Option{ociremote.WithRemoteOptions(remote.WithAuthFromKeychain(v.opts.Keychain), remote.WithContext(ctx))}, nil
+	return ref, []ociremote.Option{ociremote.WithRemoteOptions(v.opts.Registry.Options(ctx, purpose)...)}, nil
 }
 
 // each runs verify with the options of every trust in turn until one
@@ -228,7 +220,7 @@ type Statement struct {
 // against the trust, decoded. With none attached it returns
 // ErrNoAttestations; when none verifies, why.
 func (v *Verifier) Attestations(ctx context.Context, image string) ([]Statement, error) {
-	ref, reg, err := v.reference(ctx, image)
+	ref, reg, err := v.reference(ctx, image, registry.Attestation)
 	if err != nil {
 		return nil, err
 	}

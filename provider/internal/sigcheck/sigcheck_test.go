@@ -12,9 +12,9 @@ import (
 	"github.com/moat-dev/moat/provider/testenv"
 )
 
-func verifier(t *testing.T, trust sigcheck.Trust) *sigcheck.Verifier {
+func verifier(t *testing.T, host string, trust sigcheck.Trust) *sigcheck.Verifier {
 	t.Helper()
-	v, err := sigcheck.New(sigcheck.Options{Trust: trust, Insecure: func(string) bool { return true }})
+	v, err := sigcheck.New(sigcheck.Options{Trust: trust, Registry: testenv.RegistryClient(t, host)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -24,7 +24,7 @@ func verifier(t *testing.T, trust sigcheck.Trust) *sigcheck.Verifier {
 func TestKeys(t *testing.T) {
 	host := testenv.StartRegistry(t)
 	trusted, other := testenv.NewKeySigner(t), testenv.NewKeySigner(t)
-	v := verifier(t, sigcheck.Trust{KeyFiles: []string{trusted.PubFile}, IgnoreTlog: true})
+	v := verifier(t, host, sigcheck.Trust{KeyFiles: []string{trusted.PubFile}, IgnoreTlog: true})
 
 	signed := testenv.PushRandom(t, host, "app/signed:v1")
 	trusted.Sign(t, signed)
@@ -61,7 +61,7 @@ func TestTransparencyLogChecksAreExplicit(t *testing.T) {
 	ref := testenv.PushRandom(t, host, "app/no-bundle:v1")
 	k.Sign(t, ref)
 	rekor := testenv.NewKeySigner(t) // any ECDSA key stands in for the log's key: no bundle can verify against it
-	v := verifier(t, sigcheck.Trust{KeyFiles: []string{k.PubFile}, RekorKey: rekor.PubFile})
+	v := verifier(t, host, sigcheck.Trust{KeyFiles: []string{k.PubFile}, RekorKey: rekor.PubFile})
 	if r := v.Verify(context.Background(), ref.String()); r.Verified {
 		t.Errorf("a signature with no transparency-log entry verified while the log is required: %+v", r)
 	}
@@ -73,7 +73,7 @@ func TestKeyless(t *testing.T) {
 	const workflow = "https://github.com/acme/app/.github/workflows/release.yml@refs/tags/v1"
 	const issuer = "https://token.actions.githubusercontent.com"
 	trust := func(ids ...cosign.Identity) *sigcheck.Verifier {
-		return verifier(t, sigcheck.Trust{Identities: ids, FulcioRoots: ca.RootPEM, IgnoreTlog: true})
+		return verifier(t, host, sigcheck.Trust{Identities: ids, FulcioRoots: ca.RootPEM, IgnoreTlog: true})
 	}
 
 	ref := testenv.PushRandom(t, host, "app/keyless:v1")
@@ -105,7 +105,7 @@ func TestKeyless(t *testing.T) {
 func TestRekorBundles(t *testing.T) {
 	host := testenv.StartRegistry(t)
 	key, log := testenv.NewKeySigner(t), testenv.NewRekor(t)
-	v := verifier(t, sigcheck.Trust{KeyFiles: []string{key.PubFile}, RekorKey: log.PubFile})
+	v := verifier(t, host, sigcheck.Trust{KeyFiles: []string{key.PubFile}, RekorKey: log.PubFile})
 
 	logged := testenv.PushRandom(t, host, "app/logged:v1")
 	key.SignLogged(t, logged, log, time.Now())
@@ -124,7 +124,7 @@ func TestRekorBundles(t *testing.T) {
 	ca := testenv.NewFulcio(t)
 	const workflow = "https://github.com/acme/app/.github/workflows/release.yml@refs/tags/v1"
 	const issuer = "https://token.actions.githubusercontent.com"
-	kl := verifier(t, sigcheck.Trust{Identities: []cosign.Identity{{Issuer: issuer, Subject: workflow}}, FulcioRoots: ca.RootPEM, RekorKey: log.PubFile})
+	kl := verifier(t, host, sigcheck.Trust{Identities: []cosign.Identity{{Issuer: issuer, Subject: workflow}}, FulcioRoots: ca.RootPEM, RekorKey: log.PubFile})
 	signer := ca.Issue(t, workflow, issuer, time.Now().Add(-time.Hour))
 	inTime := testenv.PushRandom(t, host, "app/logged-in-time:v1")
 	signer.SignLogged(t, inTime, log, time.Now().Add(-55*time.Minute))

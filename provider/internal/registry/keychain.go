@@ -1,4 +1,4 @@
-package resolve
+package registry
 
 import (
 	"fmt"
@@ -12,7 +12,7 @@ import (
 // fileKeychain reads credentials from one docker config file: a
 // ~/.docker/config.json or the .dockerconfigjson key of a Kubernetes
 // image-pull secret mounted as a file (both are {"auths": {...}}). The file
-// is read on every Resolve, which happens once per registry session, so a
+// is read on every Resolve, which happens once per registry session (resolution) or fetch (scans, signatures), so a
 // rotated secret is picked up without a restart.
 type fileKeychain struct{ path string }
 

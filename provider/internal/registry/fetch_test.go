@@ -1,0 +1,126 @@
+package registry_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/moat-dev/moat/provider/internal/devregistry"
+	"github.com/moat-dev/moat/provider/internal/grypescan"
+	"github.com/moat-dev/moat/provider/internal/metrics"
+	"github.com/moat-dev/moat/provider/internal/reference"
+	"github.com/moat-dev/moat/provider/internal/registry"
+	"github.com/moat-dev/moat/provider/internal/resolve"
+	"github.com/moat-dev/moat/provider/internal/samples"
+	"github.com/moat-dev/moat/provider/internal/sigcheck"
+	"github.com/moat-dev/moat/provider/internal/vulndb"
+	"github.com/moat-dev/moat/provider/testenv"
+)
+
+// Every kind of fetch goes through the registry client: each refuses a
+// plain-HTTP registry the operator did not list, and each is counted under
+// its purpose when the registry is listed.
+func TestEveryFetchRefusesUnlistedPlainHTTPAndIsCounted(t *testing.T) {
+	served := devregistry.New()
+	srv := httptest.NewServer(served)
+	t.Cleanup(srv.Close)
+	host := strings.TrimPrefix(srv.URL, "http://")
+	img, err := samples.Image(samples.Images["high"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := devregistry.Write(context.Background(), host+"/app:v1", img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := testenv.NewKeySigner(t)
+	key.Sign(t, ref)
+	key.Attest(t, ref, "vuln", testenv.VulnPredicate("https://github.com/anchore/grype", `{"matches":[]}`, time.Now()))
+
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	dbPath := filepath.Join(t.TempDir(), "vulnerability.db")
+	if err := samples.WriteDB(dbPath); err != nil {
+		t.Fatal(err)
+	}
+	db, err := vulndb.New(vulndb.Options{Dir: filepath.Join(t.TempDir(), "db")}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	if err := db.Load(dbPath); err != nil {
+		t.Fatal(err)
+	}
+
+	// fetches runs one fetch of each purpose through c and returns the
+	// error of each.
+	fetches := func(c *registry.Client, m *metrics.Metrics) map[string]error {
+		ctx := context.Background()
+		out := map[string]error{}
+		r, err := reference.Parse(host + "/app:v1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, out[registry.Resolve] = resolve.New(resolve.Options{}, c, m).Resolve(ctx, r)
+		e, err := grypescan.New(grypescan.Options{Registry: c}, db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, out[registry.Scan] = e.Scan(ctx, ref.String())
+		v, err := sigcheck.New(sigcheck.Options{Trust: sigcheck.Trust{KeyFiles: []string{key.PubFile}, IgnoreTlog: true}, Registry: c})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s := v.Verify(ctx, ref.String()); !s.Verified {
+			out[registry.Signature] = &sigError{s.Reason}
+		}
+		_, out[registry.Attestation] = v.Attestations(ctx, ref.String())
+		return out
+	}
+
+	before := served.Requests()
+	m := metrics.New()
+	unlisted, err := registry.New(registry.Options{PerHostConcurrency: 4}, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for purpose, err := range fetches(unlisted, m) {
+		if err == nil || !strings.Contains(err.Error(), "--insecure-registries") {
+			t.Errorf("%s from an unlisted plain-HTTP registry: %v, want a refusal naming --insecure-registries", purpose, err)
+		}
+	}
+	// go-containerregistry tries HTTPS first (counted, failing the
+	// handshake), then plain HTTP, which the transport refuses: nothing
+	// reaches the registry.
+	if n := served.Requests() - before; n != 0 {
+		t.Errorf("%d plain-HTTP requests reached the unlisted registry", n)
+	}
+
+	m = metrics.New()
+	listed, err := registry.New(registry.Options{PerHostConcurrency: 4, InsecureRegistries: []string{host}}, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for purpose, err := range fetches(listed, m) {
+		if err != nil {
+			t.Errorf("%s from a listed registry: %v", purpose, err)
+		}
+		n := 0.0
+		for _, method := range []string{"GET", "HEAD"} {
+			n += testutil.ToFloat64(m.RegistryRequests.WithLabelValues(host, method, purpose))
+		}
+		if n == 0 {
+			t.Errorf("%s: no request counted under moat_registry_requests_total{purpose=%q}", purpose, purpose)
+		}
+	}
+}
+
+type sigError struct{ reason string }
+
+func (e *sigError) Error() string { return e.reason }

@@ -1,0 +1,123 @@
+// Package registry is how Moat reaches registries, for every kind of fetch:
+// digest resolution, image pulls for scans, signatures and attestations.
+// One Client holds the credentials (keychains), the transport that refuses
+// plain HTTP except to the hosts the operator listed, the per-host limit on
+// requests in flight, the request counter and the user agent, so that no
+// fetch can reach a registry another way.
+package registry
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sync"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/moat-dev/moat/provider/internal/metrics"
+)
+
+// Purposes label requests in moat_registry_requests_total.
+const (
+	Resolve     = "resolve"
+	Scan        = "scan"
+	Signature   = "signature"
+	Attestation = "attestation"
+)
+
+// Options configure a Client.
+type Options struct {
+	// PerHostConcurrency bounds requests in flight to one registry host,
+	// from sending a request to receiving its response headers.
+	PerHostConcurrency int
+	// RegistryConfig is a docker config file (config.json or a mounted
+	// .dockerconfigjson) read for credentials.
+	RegistryConfig string
+	// InsecureRegistries are hosts ("host:port") that may be reached over
+	// plain HTTP. No other host is, even on a private or loopback address.
+	InsecureRegistries []string
+	// Transport is the base transport; http.DefaultTransport when nil.
+	Transport http.RoundTripper
+	// UserAgent is sent to registries.
+	UserAgent string
+}
+
+// Client reaches registries. It is safe for concurrent use.
+type Client struct {
+	opts     Options
+	metrics  *metrics.Metrics
+	keychain authn.Keychain
+	insecure map[string]bool
+	base     http.RoundTripper
+
+	mu     sync.Mutex
+	limits map[string]chan struct{}
+}
+
+// New returns a Client. PerHostConcurrency must be positive.
+func New(opts Options, m *metrics.Metrics) (*Client, error) {
+	if opts.PerHostConcurrency <= 0 {
+		return nil, fmt.Errorf("registry: per-host concurrency must be positive, got %d", opts.PerHostConcurrency)
+	}
+	c := &Client{opts: opts, metrics: m, insecure: map[string]bool{}, base: opts.Transport, limits: map[string]chan struct{}{}}
+	if c.base == nil {
+		c.base = http.DefaultTransport
+	}
+	for _, h := range opts.InsecureRegistries {
+		c.insecure[h] = true
+	}
+	var chain []authn.Keychain
+	if opts.RegistryConfig != "" {
+		chain = append(chain, fileKeychain{path: opts.RegistryConfig})
+	}
+	c.keychain = authn.NewMultiKeychain(append(chain, authn.DefaultKeychain)...)
+	return c, nil
+}
+
+// Keychain gives the registry credentials.
+func (c *Client) Keychain() authn.Keychain { return c.keychain }
+
+// Insecure reports whether host may be reached over plain HTTP.
+func (c *Client) Insecure(host string) bool { return c.insecure[host] }
+
+// Transport is the transport of requests for purpose: counted, limited per
+// host, and refused over plain HTTP to hosts not listed as insecure.
+func (c *Client) Transport(purpose string) http.RoundTripper {
+	return &transport{client: c, purpose: purpose}
+}
+
+// Options are go-containerregistry's remote options for a fetch for
+// purpose: this client's credentials, transport and user agent, and ctx.
+func (c *Client) Options(ctx context.Context, purpose string) []remote.Option {
+	return []remote.Option{
+		remote.WithContext(ctx),
+		remote.WithAuthFromKeychain(c.keychain),
+		remote.WithTransport(c.Transport(purpose)),
+		remote.WithUserAgent(c.opts.UserAgent),
+	}
+}
+
+// Digest parses a digest reference ("registry/repo@sha256:…"), marked for
+// plain HTTP only when its host is listed as insecure. go-containerregistry
+// chooses plain HTTP on its own for loopback and private addresses; the
+// transport refuses that for hosts not listed.
+func (c *Client) Digest(s string, opts ...name.Option) (name.Digest, error) {
+	d, err := name.NewDigest(s, opts...)
+	if err != nil || !c.insecure[d.RegistryStr()] {
+		return d, err
+	}
+	return name.NewDigest(s, append(opts, name.Insecure)...)
+}
+
+func (c *Client) slot(host string) chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s, ok := c.limits[host]
+	if !ok {
+		s = make(chan struct{}, c.opts.PerHostConcurrency)
+		c.limits[host] = s
+	}
+	return s
+}

@@ -24,15 +24,13 @@ import (
 	"github.com/moat-dev/moat/provider/internal/certs"
 	"github.com/moat-dev/moat/provider/internal/checks"
 	"github.com/moat-dev/moat/provider/internal/client"
+	"github.com/moat-dev/moat/provider/internal/config"
 	"github.com/moat-dev/moat/provider/internal/devregistry"
 	"github.com/moat-dev/moat/provider/internal/lookup"
 	"github.com/moat-dev/moat/provider/internal/metrics"
 	"github.com/moat-dev/moat/provider/internal/mtls"
-	"github.com/moat-dev/moat/provider/internal/protocol"
 	"github.com/moat-dev/moat/provider/internal/registry"
 	"github.com/moat-dev/moat/provider/internal/samples"
-	"github.com/moat-dev/moat/provider/internal/scans"
-	"github.com/moat-dev/moat/provider/internal/server"
 	"github.com/moat-dev/moat/provider/internal/vulndb"
 )
 
@@ -61,31 +59,21 @@ type Env struct {
 // Config adjusts the provider the Env starts; Certs is filled in by Start.
 type Config = app.Config
 
-// Defaults are the `moat serve` defaults, with a short reload interval.
+// Defaults are the `moat serve` defaults (package config), with a short
+// certificate reload interval and shutdown.
 func Defaults() Config {
-	return Config{
-		Server: server.Options{
-			Limits:             protocol.Limits{MaxBodyBytes: 1 << 20, MaxKeys: 2000},
-			ValidateDeadline:   2 * time.Second,
-			MutateDeadline:     800 * time.Millisecond,
-			CertReloadInterval: 50 * time.Millisecond,
-			ShutdownTimeout:    5 * time.Second,
-		},
-		Lookup: lookup.Options{
-			CacheSize:      100000,
-			DigestTTL:      5 * time.Minute,
-			ErrorTTL:       10 * time.Second,
-			ResolveTimeout: 10 * time.Second,
-		},
-		Registry: registry.Options{PerHostConcurrency: 32},
-	}
+	c := config.ServeDefaults().App("test")
+	c.Server.CertReloadInterval = 50 * time.Millisecond
+	c.Server.ShutdownTimeout = 5 * time.Second
+	return c
 }
 
 // ScanDefaults is Defaults with the embedded scanner on the sample
 // database (package samples), which Start writes and loads before serving.
 func ScanDefaults() Config {
 	c := Defaults()
-	c.Scan = app.ScanConfig{Mode: app.ScannerEmbedded, Scans: scans.DefaultOptions()}
+	c.Scan.Mode = app.ScannerEmbedded
+	c.Scan.Engine.DB.Dir = "" // Start gives each Env its own
 	return c
 }
 

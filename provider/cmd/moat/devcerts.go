@@ -8,13 +8,14 @@ import (
 	"time"
 
 	"github.com/moat-dev/moat/provider/internal/certs"
+	"github.com/moat-dev/moat/provider/internal/config"
 )
 
 func runDevCerts(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("dev-certs", stderr, "--out DIR [--host NAME]...")
 	out := fs.String("out", "", "directory to write ca.crt, ca.key, tls.crt, tls.key, client.crt and client.key")
 	validity := fs.Duration("validity", 30*24*time.Hour, "how long the certificates are valid")
-	var hosts listFlag
+	var hosts config.List
 	fs.Var(&hosts, "host", "extra DNS name or IP address for the server certificate (repeatable; localhost, 127.0.0.1 and ::1 are always included)")
 	if err := parseFlags(fs, args); err != nil {
 		return err

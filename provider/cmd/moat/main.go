@@ -11,6 +11,8 @@ import (
 	"os/signal"
 	"sort"
 	"syscall"
+
+	"github.com/moat-dev/moat/provider/internal/config"
 )
 
 // version is stamped at build time (-ldflags "-X main.version=…").
@@ -27,7 +29,7 @@ type command struct {
 var commands = map[string]command{
 	"serve":     {summary: "serve the external-data provider over mutual TLS", run: runServe},
 	"dev-certs": {summary: "write a throw-away CA, server and client certificates", run: runDevCerts},
-	"scanner":   {summary: "serve the vulnerability scanner (Grype) for `serve --scanner=remote`", run: runScanner},
+	"scanner":   {summary: "serve the vulnerability scanner (Grype) for `serve --scanner=service`", run: runScanner},
 	"lookup":    {summary: "send one ProviderRequest and print the answers", run: runLookup},
 	"version": {summary: "print the version", run: func(_ context.Context, _ []string, out, _ io.Writer) error {
 		_, err := fmt.Fprintln(out, version)
@@ -72,6 +74,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	err := cmd.run(ctx, args[1:], stdout, stderr)
 	var ue usageError
+	var ce *config.UsageError
 	var ec exitCode
 	switch {
 	case err == nil:
@@ -80,6 +83,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 0
 	case errors.As(err, &ue):
 		fmt.Fprintf(stderr, "moat %s: %s\n", args[0], ue.msg)
+		return 2
+	case errors.As(err, &ce):
+		fmt.Fprintf(stderr, "moat %s: %s\n", args[0], ce.Msg)
 		return 2
 	case errors.As(err, &ec):
 		return int(ec)

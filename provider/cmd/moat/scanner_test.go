@@ -75,7 +75,7 @@ func TestRemoteScannerKilledAndRestarted(t *testing.T) {
 			"--db-dir", filepath.Join(t.TempDir(), "vulndb"), "--insecure-registries", host)
 	}
 	scanner := startScanner()
-	serve := startServe(t, dir, "--insecure-registries", host, "--scanner", "remote",
+	serve := startServe(t, dir, "--insecure-registries", host, "--scanner", "service",
 		"--scanner-url", "https://"+scannerAddr, "--scanner-ca", filepath.Join(dir, "ca.crt"),
 		"--scanner-cert", filepath.Join(dir, "client.crt"), "--scanner-key", filepath.Join(dir, "client.key"),
 		"--scan-failed-ttl", "200ms")

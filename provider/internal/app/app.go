@@ -28,11 +28,11 @@ import (
 	"github.com/moat-dev/moat/provider/internal/vulndb"
 )
 
-// Scanner modes.
+// Scanner modes: the same names in the flags, the chart and the docs.
 const (
 	ScannerOff      = "off"
 	ScannerEmbedded = "embedded"
-	ScannerRemote   = "remote"
+	ScannerService  = "service"
 )
 
 // Config is everything `moat serve` is configured with, but addresses.
@@ -59,7 +59,7 @@ func (c SignatureConfig) Enabled() bool { return len(c.Trust.KeyFiles)+len(c.Tru
 
 // ScanConfig says whether and where images are scanned.
 type ScanConfig struct {
-	// Mode is off, embedded (Grype in this process) or remote (a `moat
+	// Mode is off, embedded (Grype in this process) or service (a `moat
 	// scanner` service at RemoteURL).
 	Mode  string
 	Scans scans.Options
@@ -119,7 +119,7 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 			return nil, err
 		}
 		scanner, a.DB = e, db
-	case ScannerRemote:
+	case ScannerService:
 		if cfg.Scan.RemoteURL == "" {
 			return nil, fmt.Errorf("the remote scanner needs its URL")
 		}
@@ -129,7 +129,7 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 		}
 		scanner = scanremote.NewClient(cfg.Scan.RemoteURL, client.New(conf, cfg.Scan.Scans.Workers, cfg.Scan.Scans.ScanTimeout))
 	default:
-		return nil, fmt.Errorf("scanner mode %q: want off, embedded or remote", cfg.Scan.Mode)
+		return nil, fmt.Errorf("scanner mode %q: want off, embedded or service", cfg.Scan.Mode)
 	}
 	var verifier *sigcheck.Verifier
 	if cfg.Signatures.Enabled() {

@@ -1,0 +1,156 @@
+// Package config is every setting of `moat serve` and `moat scanner` in one
+// place. Each setting is declared once, here: its flag name (also its key
+// in a --config file), its default, its help, and the rule it must meet,
+// including what 0 means where 0 is allowed. Settings are checked once, at
+// start, and a broken one is refused with a message naming its flag. The
+// flag reference (docs/reference/flags.md) is generated from the help this
+// package writes, the test environment starts from these defaults, and the
+// chart's values are checked against them.
+package config
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// UsageError is a setting that cannot be used: its message names the flag.
+type UsageError struct{ Msg string }
+
+func (e *UsageError) Error() string { return e.Msg }
+
+func usagef(format string, args ...any) error {
+	return &UsageError{Msg: fmt.Sprintf(format, args...)}
+}
+
+// rules registers flags and remembers the check of each.
+type rules struct {
+	fs     *flag.FlagSet
+	checks []func() error
+	ruled  map[string]bool // flags with a rule
+}
+
+func (r *rules) add(name string, check func() error) {
+	if r.ruled == nil {
+		r.ruled = map[string]bool{}
+	}
+	r.ruled[name] = true
+	r.checks = append(r.checks, check)
+}
+
+// duration registers a duration flag. zero says what 0 means; empty means
+// 0 is refused (the duration must be positive). Negative is always refused.
+func (r *rules) duration(p *time.Duration, name string, def time.Duration, zero, usage string) {
+	if zero != "" {
+		usage += "; 0: " + zero
+	}
+	r.fs.DurationVar(p, name, def, usage)
+	r.add(name, func() error {
+		switch {
+		case *p < 0:
+			return usagef("--%s %s: must not be negative", name, *p)
+		case *p == 0 && zero == "":
+			return usagef("--%s 0: must be positive (%s)", name, usage)
+		}
+		return nil
+	})
+}
+
+// count registers an int flag with the same rule for 0 as duration.
+func (r *rules) count(p *int, name string, def int, zero, usage string) {
+	if zero != "" {
+		usage += "; 0: " + zero
+	}
+	r.fs.IntVar(p, name, def, usage)
+	r.add(name, func() error {
+		switch {
+		case *p < 0:
+			return usagef("--%s %d: must not be negative", name, *p)
+		case *p == 0 && zero == "":
+			return usagef("--%s 0: must be positive (%s)", name, usage)
+		}
+		return nil
+	})
+}
+
+// oneOf registers a string flag that must be one of values.
+func (r *rules) oneOf(p *string, name, def string, values []string, usage string) {
+	r.fs.StringVar(p, name, def, usage+" ("+strings.Join(values, ", ")+")")
+	r.add(name, func() error {
+		for _, v := range values {
+			if *p == v {
+				return nil
+			}
+		}
+		return usagef("--%s %q: want %s", name, *p, strings.Join(values, ", "))
+	})
+}
+
+func (r *rules) validate() error {
+	var msgs []string
+	for _, c := range r.checks {
+		if err := c(); err != nil {
+			msgs = append(msgs, err.Error())
+		}
+	}
+	if len(msgs) > 0 {
+		return &UsageError{Msg: strings.Join(msgs, "; ")}
+	}
+	return nil
+}
+
+// TLS is a server's certificate files.
+type TLS struct {
+	Cert, Key, ClientCA string
+	ReloadInterval      time.Duration
+}
+
+func (t *TLS) register(r *rules, clientCA string) {
+	r.fs.StringVar(&t.Cert, "tls-cert", "", "server certificate (PEM); reloaded when the file changes (required)")
+	r.fs.StringVar(&t.Key, "tls-key", "", "server private key (PEM); reloaded when the file changes (required)")
+	r.fs.StringVar(&t.ClientCA, "client-ca", "", clientCA+"; reloaded when the file changes (required)")
+	r.duration(&t.ReloadInterval, "cert-reload-interval", 10*time.Second, "", "how often certificate files are checked for changes")
+}
+
+// Registry is how registries are reached.
+type Registry struct {
+	Concurrency int
+	ConfigFile  string
+	Insecure    List
+}
+
+func (g *Registry) register(r *rules) {
+	r.count(&g.Concurrency, "registry-concurrency", 32, "", "most requests in flight to one registry host, until its response headers arrive")
+	r.fs.StringVar(&g.ConfigFile, "registry-config", "", "docker config file with registry credentials (config.json or a mounted .dockerconfigjson); empty: only the default keychain")
+	r.fs.Var(&g.Insecure, "insecure-registries", "comma-separated registry hosts (host:port) that may be reached over plain HTTP; no other host is")
+}
+
+// Log is the log format and level.
+type Log struct{ Format, Level string }
+
+func (l *Log) register(r *rules) {
+	r.oneOf(&l.Format, "log-format", "json", []string{"json", "text"}, "log format")
+	r.oneOf(&l.Level, "log-level", "info", []string{"debug", "info", "warn", "error"}, "log level")
+}
+
+// Engine is the embedded scanner's (Grype's) database and platform.
+type Engine struct {
+	DBDir            string
+	DBPath           string
+	DBURL            string
+	DBUpdateInterval time.Duration
+	DBMaxAge         time.Duration
+	Platform         string
+}
+
+func (e *Engine) register(r *rules) {
+	r.fs.StringVar(&e.DBDir, "db-dir", filepath.Join(os.TempDir(), "moat-vulndb"), "directory the vulnerability database is kept in (writable; each database gets its own sub-directory)")
+	r.fs.StringVar(&e.DBPath, "db-path", "", "vulnerability database to load at start, offline: a Grype v6 vulnerability.db file or a database archive")
+	r.fs.StringVar(&e.DBURL, "db-url", "", "listing of Grype databases to download from and check for updates (https://grype.anchore.io/databases, or a mirror's); empty: offline")
+	r.duration(&e.DBUpdateInterval, "db-update-interval", 6*time.Hour, "", "how often --db-url is checked for a newer database")
+	r.duration(&e.DBMaxAge, "db-max-age", 5*24*time.Hour, "", "scans fail (scan_failed) while the database is older than this, by its build time")
+	r.fs.StringVar(&e.Platform, "scan-platform", "", "platform scanned in a multi-platform image, e.g. linux/arm64 (empty: linux/amd64; a single-platform image is scanned as it is)")
+}

@@ -1,0 +1,111 @@
+package config
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/sigstore/cosign/v2/pkg/cosign"
+)
+
+// List is a comma-separated, repeatable list flag.
+type List []string
+
+func (l *List) String() string { return strings.Join(*l, ",") }
+
+func (l *List) Set(s string) error {
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			*l = append(*l, p)
+		}
+	}
+	return nil
+}
+
+// severityFlag is "critical=0,high=5", or "none" for no limit. Empty is
+// refused: it would accept every image without saying so.
+type severityFlag map[string]int
+
+func (f *severityFlag) String() string {
+	if len(*f) == 0 {
+		return "none"
+	}
+	var parts []string
+	for k, v := range *f {
+		parts = append(parts, k+"="+strconv.Itoa(v))
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ",")
+}
+
+func (f *severityFlag) Set(s string) error {
+	m := severityFlag{}
+	switch strings.TrimSpace(s) {
+	case "none": // said, never assumed: no severity is limited
+		*f = m
+		return nil
+	case "":
+		return fmt.Errorf("empty: name the limits, e.g. critical=0, or say none")
+	}
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(p, "=")
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if !ok || err != nil {
+			return fmt.Errorf("%q: want severity=count, e.g. critical=0", p)
+		}
+		m[strings.ToLower(strings.TrimSpace(k))] = n
+	}
+	*f = m
+	return nil
+}
+
+// identityFlag is a repeatable keyless identity.
+type identityFlag []cosign.Identity
+
+func (f *identityFlag) String() string { return fmt.Sprint([]cosign.Identity(*f)) }
+
+func (f *identityFlag) Set(s string) error {
+	var id cosign.Identity
+	// Split at ",field=" only, so a regular expression may hold commas.
+	fields := []string{"issuer=", "subject=", "issuer-regexp=", "subject-regexp="}
+	rest := s
+	for rest != "" {
+		var k string
+		for _, f := range fields {
+			if strings.HasPrefix(rest, f) {
+				k = f
+			}
+		}
+		if k == "" {
+			return fmt.Errorf("%q: want issuer=URL,subject=ID (or issuer-regexp=, subject-regexp=)", s)
+		}
+		rest = rest[len(k):]
+		end := len(rest)
+		for _, f := range fields {
+			if i := strings.Index(rest, ","+f); i >= 0 && i < end {
+				end = i
+			}
+		}
+		v := rest[:end]
+		rest = strings.TrimPrefix(rest[end:], ",")
+		switch k {
+		case "issuer=":
+			id.Issuer = v
+		case "subject=":
+			id.Subject = v
+		case "issuer-regexp=":
+			id.IssuerRegExp = v
+		case "subject-regexp=":
+			id.SubjectRegExp = v
+		}
+	}
+	if (id.Issuer == "" && id.IssuerRegExp == "") || (id.Subject == "" && id.SubjectRegExp == "") {
+		return fmt.Errorf("%q: an identity needs an issuer and a subject (exact or -regexp)", s)
+	}
+	*f = append(*f, id)
+	return nil
+}

@@ -10,7 +10,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
-	"github.com/moat-dev/moat/test/pack"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,6 +23,8 @@ import (
 	"github.com/open-policy-agent/gatekeeper/v3/pkg/gator/reader"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
+
+	"github.com/moat-dev/moat/test/pack"
 )
 
 const root = pack.Root
@@ -125,11 +127,48 @@ func TestCertificatesVerifyAndProvidersTrustThem(t *testing.T) {
 	}
 }
 
+// args are the provider's settings (serve.yaml of the chart's ConfigMap) as
+// the flags they stand for: "--name=value", lists joined by commas, and
+// "--name" alone for a true boolean.
 func args(t *testing.T, objs []*unstructured.Unstructured) []string {
-	d := find(objs, "Deployment", "moat")
-	cs, _, _ := unstructured.NestedSlice(d.Object, "spec", "template", "spec", "containers")
-	a, _, _ := unstructured.NestedStringSlice(cs[0].(map[string]any), "args")
-	return a
+	return settings(t, objs, "serve.yaml")
+}
+
+func settings(t *testing.T, objs []*unstructured.Unstructured, file string) []string {
+	t.Helper()
+	cm := find(objs, "ConfigMap", "moat-config")
+	if cm == nil {
+		t.Fatal("no moat-config ConfigMap")
+	}
+	body, ok, _ := unstructured.NestedString(cm.Object, "data", file)
+	if !ok {
+		return nil
+	}
+	var m map[string]any
+	if err := yaml.Unmarshal([]byte(body), &m); err != nil {
+		t.Fatalf("%s: %v", file, err)
+	}
+	var out []string
+	for k, v := range m {
+		switch x := v.(type) {
+		case bool:
+			if x {
+				out = append(out, "--"+k)
+			}
+		case []any:
+			parts := make([]string, len(x))
+			for i, e := range x {
+				parts[i] = fmt.Sprint(e)
+			}
+			out = append(out, "--"+k+"="+strings.Join(parts, ","))
+		case float64:
+			out = append(out, fmt.Sprintf("--%s=%d", k, int64(x)))
+		default:
+			out = append(out, fmt.Sprintf("--%s=%v", k, x))
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 func TestDeadlinesStayInsideProviderTimeouts(t *testing.T) {

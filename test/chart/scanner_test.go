@@ -12,20 +12,13 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
 
-func containerArgs(t *testing.T, d *unstructured.Unstructured) []string {
-	t.Helper()
-	cs, _, _ := unstructured.NestedSlice(d.Object, "spec", "template", "spec", "containers")
-	a, _, _ := unstructured.NestedStringSlice(cs[0].(map[string]any), "args")
-	return a
-}
-
 func hasPrefix(args []string, p string) bool {
 	return slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, p) })
 }
 
 func TestScannerModes(t *testing.T) {
 	off := render(t)
-	if a := args(t, off); hasPrefix(a, "--scanner") || find(off, "Deployment", "moat-scanner") != nil {
+	if a := args(t, off); !slices.Contains(a, "--scanner=off") || hasPrefix(a, "--scan-") || find(off, "Deployment", "moat-scanner") != nil {
 		t.Errorf("scanner.mode off still scans: %v", a)
 	}
 
@@ -43,7 +36,7 @@ func TestScannerModes(t *testing.T) {
 
 	svc := render(t, "scanner.mode=service", "provider.insecureRegistries={registry.local:5000}")
 	a = args(t, svc)
-	for _, want := range []string{"--scanner=remote", "--scanner-url=https://moat-scanner.gatekeeper-system.svc:8443", "--scan-max=critical=0"} {
+	for _, want := range []string{"--scanner=service", "--scanner-url=https://moat-scanner.gatekeeper-system.svc:8443", "--scan-max=critical=0"} {
 		if !slices.Contains(a, want) {
 			t.Errorf("service: no %s in provider args %v", want, a)
 		}
@@ -55,8 +48,8 @@ func TestScannerModes(t *testing.T) {
 	if sd == nil {
 		t.Fatal("service: no scanner Deployment")
 	}
-	sa := containerArgs(t, sd)
-	for _, want := range []string{"scanner", "--db-url=https://grype.anchore.io/databases", "--insecure-registries=registry.local:5000", "--client-ca=/etc/moat/tls/ca.crt"} {
+	sa := settings(t, svc, "scanner.yaml")
+	for _, want := range []string{"--db-url=https://grype.anchore.io/databases", "--insecure-registries=registry.local:5000", "--client-ca=/etc/moat/tls/ca.crt"} {
 		if !slices.Contains(sa, want) {
 			t.Errorf("scanner args lack %s: %v", want, sa)
 		}
@@ -127,7 +120,7 @@ func TestSignatureValues(t *testing.T) {
 		"--signature-keys=/etc/moat/signatures/release.pub,/etc/moat/signatures/legacy.pub",
 		"--signature-identity=issuer=https://token.actions.githubusercontent.com,subject-regexp=^https://github.com/acme/.*$",
 		"--signature-fulcio-roots=/etc/moat/signatures/fulcio.pem", "--signature-rekor-key=/etc/moat/signatures/rekor.pub",
-		"--scan-attestations", "--scanner=remote",
+		"--scan-attestations", "--scanner=service",
 	} {
 		if !slices.Contains(a, want) {
 			t.Errorf("no %s in %v", want, a)

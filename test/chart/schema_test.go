@@ -113,6 +113,10 @@ func TestRenderedManifestsMatchTheirSchemas(t *testing.T) {
 			typed = &corev1.Service{}
 		case "/Secret":
 			typed = &corev1.Secret{}
+		case "/ConfigMap":
+			typed = &corev1.ConfigMap{}
+		case "/ServiceAccount":
+			typed = &corev1.ServiceAccount{}
 		case "policy/PodDisruptionBudget":
 			typed = &policyv1.PodDisruptionBudget{}
 		case "networking.k8s.io/NetworkPolicy":
@@ -148,7 +152,7 @@ func TestRenderedManifestsMatchTheirSchemas(t *testing.T) {
 			t.Errorf("%s %s: fields the CRD does not know (the API server would drop them): %v", gvk.Kind, o.GetName(), unknown)
 		}
 	}
-	for _, k := range []string{"Deployment", "Service", "Secret", "PodDisruptionBudget", "NetworkPolicy", "Provider", "ConstraintTemplate",
+	for _, k := range []string{"Deployment", "Service", "Secret", "ConfigMap", "ServiceAccount", "PodDisruptionBudget", "NetworkPolicy", "Provider", "ConstraintTemplate",
 		"ExpansionTemplate", "Assign", "Certificate", "Issuer", "ServiceMonitor"} {
 		if seen[k] == 0 {
 			t.Errorf("no %s rendered; the test would prove nothing for it", k)

@@ -1,7 +1,31 @@
-{{- define "moat.name" -}}{{ .Release.Name | trunc 63 | trimSuffix "-" }}{{- end -}}
+{{/* The chart's name (app.kubernetes.io/name): nameOverride or "moat". */}}
+{{- define "moat.name" -}}{{ default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}{{- end -}}
+
+{{/* The prefix of every object's name: fullnameOverride, else the release name when it holds the chart's
+name, else "<release>-<name>" (the helm create convention). */}}
+{{- define "moat.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{ .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else -}}
+{{- $name := include "moat.name" . -}}
+{{- if contains $name .Release.Name -}}
+{{ .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else -}}
+{{ printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "moat.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{ default (include "moat.fullname" .) .Values.serviceAccount.name }}
+{{- else -}}
+{{ default "default" .Values.serviceAccount.name }}
+{{- end -}}
+{{- end -}}
 
 {{- define "moat.labels" -}}
-app.kubernetes.io/name: moat
+app.kubernetes.io/name: {{ include "moat.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
@@ -9,7 +33,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 
 {{- define "moat.selector" -}}
-app.kubernetes.io/name: moat
+app.kubernetes.io/name: {{ include "moat.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
@@ -30,14 +54,14 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/* The serving certificate: reused from the existing secret on upgrade. */}}
 {{- define "moat.certs" -}}
-{{- $secretName := printf "%s-tls" (include "moat.name" .) -}}
+{{- $secretName := printf "%s-tls" (include "moat.fullname" .) -}}
 {{- $existing := lookup "v1" "Secret" .Release.Namespace $secretName -}}
 {{- if and $existing (index $existing.data "ca.crt") (index $existing.data "tls.crt") (index $existing.data "tls.key") -}}
 ca.crt: {{ index $existing.data "ca.crt" }}
 tls.crt: {{ index $existing.data "tls.crt" }}
 tls.key: {{ index $existing.data "tls.key" }}
 {{- else -}}
-{{- $svc := include "moat.name" . -}}
+{{- $svc := include "moat.fullname" . -}}
 {{- $ca := genCA (printf "%s-ca" $svc) (int .Values.certificates.validityDays) -}}
 {{- $dns := list $svc (printf "%s.%s" $svc .Release.Namespace) (printf "%s.%s.svc" $svc .Release.Namespace) (printf "%s.%s.svc.cluster.local" $svc .Release.Namespace) -}}
 {{- $cert := genSignedCert (printf "%s.%s.svc" $svc .Release.Namespace) nil $dns (int .Values.certificates.validityDays) $ca -}}
@@ -45,47 +69,6 @@ ca.crt: {{ $ca.Cert | b64enc }}
 tls.crt: {{ $cert.Cert | b64enc }}
 tls.key: {{ $cert.Key | b64enc }}
 {{- end -}}
-{{- end -}}
-
-{{/* The scanner engine's flags, shared by `serve --scanner embedded` and `moat scanner`. */}}
-{{- define "moat.engineArgs" -}}
-{{- $db := .Values.scanner.database -}}
-- --db-dir=/var/lib/moat/vulndb
-- --db-max-age={{ $db.maxAge }}
-{{- if $db.url }}
-- --db-url={{ $db.url }}
-- --db-update-interval={{ $db.updateInterval }}
-{{- end }}
-{{- if $db.path }}
-- --db-path={{ $db.path }}
-{{- end }}
-{{- with .Values.provider.insecureRegistries }}
-- --insecure-registries={{ join "," . }}
-{{- end }}
-{{- if .Values.provider.registryCredentialsSecret }}
-- --registry-config=/etc/moat/registry/.dockerconfigjson
-{{- end }}
-{{- end -}}
-
-{{/* The scan queue and policy flags of `serve`. */}}
-{{- define "moat.scanArgs" -}}
-{{- $s := .Values.scanner -}}
-{{- $max := list -}}
-{{- range $k, $v := $s.policy.max }}{{ $max = append $max (printf "%s=%v" $k $v) }}{{ end -}}
-- --scan-workers={{ $s.workers }}
-- --scan-queue={{ $s.queue }}
-- --scan-timeout={{ $s.timeout }}
-- --scan-wait={{ $s.wait }}
-- --report-ttl={{ $s.reportTTL }}
-- --scan-failed-ttl={{ $s.failedTTL }}
-- --scan-max-findings={{ $s.maxFindings }}
-- --scan-max={{ join "," $max }}
-{{- if $s.policy.ignoreUnfixed }}
-- --scan-ignore-unfixed
-{{- end }}
-{{- with $s.policy.ignoreIDs }}
-- --scan-ignore-ids={{ join "," . }}
-{{- end }}
 {{- end -}}
 
 {{/* Volumes a scanning pod needs: the database directory, and the offline database. */}}
@@ -110,18 +93,18 @@ tls.key: {{ $cert.Key | b64enc }}
 
 {{/* The scanner service's certificates: their own CA, reused on upgrade. */}}
 {{- define "moat.scannerCerts" -}}
-{{- $secretName := printf "%s-scanner-tls" (include "moat.name" .) -}}
+{{- $secretName := printf "%s-scanner-tls" (include "moat.fullname" .) -}}
 {{- $existing := lookup "v1" "Secret" .Release.Namespace $secretName -}}
 {{- if and $existing (index $existing.data "ca.crt") (index $existing.data "tls.crt") (index $existing.data "client.crt") -}}
 {{- range $k := list "ca.crt" "tls.crt" "tls.key" "client.crt" "client.key" }}
 {{ $k }}: {{ index $existing.data $k }}
 {{- end }}
 {{- else -}}
-{{- $svc := printf "%s-scanner" (include "moat.name" .) -}}
+{{- $svc := printf "%s-scanner" (include "moat.fullname" .) -}}
 {{- $ca := genCA (printf "%s-ca" $svc) (int .Values.certificates.validityDays) -}}
 {{- $dns := list $svc (printf "%s.%s" $svc .Release.Namespace) (printf "%s.%s.svc" $svc .Release.Namespace) (printf "%s.%s.svc.cluster.local" $svc .Release.Namespace) -}}
 {{- $cert := genSignedCert (printf "%s.%s.svc" $svc .Release.Namespace) nil $dns (int .Values.certificates.validityDays) $ca -}}
-{{- $client := genSignedCert (printf "%s-provider" (include "moat.name" .)) nil nil (int .Values.certificates.validityDays) $ca -}}
+{{- $client := genSignedCert (printf "%s-provider" (include "moat.fullname" .)) nil nil (int .Values.certificates.validityDays) $ca -}}
 ca.crt: {{ $ca.Cert | b64enc }}
 tls.crt: {{ $cert.Cert | b64enc }}
 tls.key: {{ $cert.Key | b64enc }}
@@ -131,7 +114,7 @@ client.key: {{ $client.Key | b64enc }}
 {{- end -}}
 
 {{- define "moat.scannerSelector" -}}
-app.kubernetes.io/name: moat-scanner
+app.kubernetes.io/name: {{ include "moat.name" . }}-scanner
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
@@ -143,52 +126,128 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 
-{{/* The signature flags of `serve`. */}}
-{{- define "moat.signatureArgs" -}}
-{{- $s := .Values.signatures -}}
-{{- if $s.enabled -}}
-{{- if not (or $s.keys $s.identities) }}{{ fail "signatures.enabled needs signatures.keys or signatures.identities" }}{{ end -}}
-{{- if not (or $s.rekorKey $s.ignoreTlog) }}{{ fail "signatures: set rekorKey (Rekor bundles required), or ignoreTlog: true to turn transparency-log checks off" }}{{ end -}}
-{{- if and $s.identities (not $s.fulcioRoots) }}{{ fail "signatures.identities need signatures.fulcioRoots" }}{{ end -}}
-{{- if not $s.secret }}{{ fail "signatures.secret: the Secret holding the keys" }}{{ end -}}
-{{- $keys := list -}}
-{{- range $s.keys }}{{ $keys = append $keys (printf "/etc/moat/signatures/%s" .) }}{{ end -}}
-{{- with $keys }}
-- --signature-keys={{ join "," . }}
-{{- end }}
-{{- range $s.identities }}
-{{- $f := list -}}
-{{- with .issuer }}{{ $f = append $f (printf "issuer=%s" .) }}{{ end -}}
-{{- with .issuerRegExp }}{{ $f = append $f (printf "issuer-regexp=%s" .) }}{{ end -}}
-{{- with .subject }}{{ $f = append $f (printf "subject=%s" .) }}{{ end -}}
-{{- with .subjectRegExp }}{{ $f = append $f (printf "subject-regexp=%s" .) }}{{ end }}
-- {{ printf "--signature-identity=%s" (join "," $f) | quote }}
-{{- end }}
-{{- with $s.fulcioRoots }}
-- --signature-fulcio-roots=/etc/moat/signatures/{{ . }}
-{{- end }}
-{{- with $s.rekorKey }}
-- --signature-rekor-key=/etc/moat/signatures/{{ . }}
-{{- end }}
-{{- if $s.ignoreTlog }}
-- --signature-ignore-tlog
-{{- end }}
-{{- if $s.attestations }}
-- --scan-attestations
-{{- end }}
-{{- end -}}
-{{- end -}}
-
 {{/* cert-manager mode without an issuerRef: the chart's CA, with its key, reused on upgrade. */}}
 {{- define "moat.certManagerCA" -}}
-{{- $secretName := printf "%s-ca" (include "moat.name" .) -}}
+{{- $secretName := printf "%s-ca" (include "moat.fullname" .) -}}
 {{- $existing := lookup "v1" "Secret" .Release.Namespace $secretName -}}
 {{- if and $existing (index $existing.data "tls.crt") (index $existing.data "tls.key") -}}
 tls.crt: {{ index $existing.data "tls.crt" }}
 tls.key: {{ index $existing.data "tls.key" }}
 {{- else -}}
-{{- $ca := genCA (printf "%s-ca" (include "moat.name" .)) (int .Values.certificates.validityDays) -}}
+{{- $ca := genCA (printf "%s-ca" (include "moat.fullname" .)) (int .Values.certificates.validityDays) -}}
 tls.crt: {{ $ca.Cert | b64enc }}
 tls.key: {{ $ca.Key | b64enc }}
 {{- end -}}
+{{- end -}}
+
+{{/* Settings the chart sets itself (file paths, addresses, the scanner's wiring): provider.config and
+scanner.config may not set them. */}}
+{{- define "moat.ownedSettings" -}}
+{{ list "config" "check-config" "addr" "metrics-addr" "tls-cert" "tls-key" "client-ca" "scanner" "scanner-url" "scanner-ca" "scanner-cert" "scanner-key" "db-dir" "registry-config" "signature-keys" "signature-fulcio-roots" "signature-rekor-key" | toJson }}
+{{- end -}}
+
+{{/* extra merged over base, refusing a setting the chart owns. */}}
+{{- define "moat.mergeSettings" -}}
+{{- $owned := include "moat.ownedSettings" .root | fromJsonArray -}}
+{{- range $k, $v := .extra }}
+{{- if has $k $owned }}{{ fail (printf "%s.%s is set by the chart; use the chart's own values for it (see the chart README)" $.from $k) }}{{ end }}
+{{- $_ := set $.base $k $v }}
+{{- end }}
+{{- toYaml .base }}
+{{- end -}}
+
+{{/* The engine's settings, shared by `serve --scanner embedded` and `moat scanner`. */}}
+{{- define "moat.engineSettings" -}}
+{{- $db := .Values.scanner.database -}}
+{{- $c := dict "db-dir" "/var/lib/moat/vulndb" "db-max-age" $db.maxAge -}}
+{{- if $db.url }}{{ $_ := set $c "db-url" $db.url }}{{ $_ := set $c "db-update-interval" $db.updateInterval }}{{ end -}}
+{{- with $db.path }}{{ $_ := set $c "db-path" . }}{{ end -}}
+{{- toJson $c -}}
+{{- end -}}
+
+{{/* Registry access, shared by both commands. */}}
+{{- define "moat.registrySettings" -}}
+{{- $c := dict "registry-concurrency" .Values.provider.registryConcurrency -}}
+{{- with .Values.provider.insecureRegistries }}{{ $_ := set $c "insecure-registries" . }}{{ end -}}
+{{- if .Values.provider.registryCredentialsSecret }}{{ $_ := set $c "registry-config" "/etc/moat/registry/.dockerconfigjson" }}{{ end -}}
+{{- toJson $c -}}
+{{- end -}}
+
+{{/* `moat serve --config`: every setting by its flag name (docs/reference/flags.md). */}}
+{{- define "moat.serveConfig" -}}
+{{- $p := .Values.provider -}}
+{{- $c := dict "addr" ":8443" "metrics-addr" ":8080" "tls-cert" "/etc/moat/tls/tls.crt" "tls-key" "/etc/moat/tls/tls.key"
+  "client-ca" "/etc/moat/gatekeeper-ca/ca.crt" "validate-deadline" $p.validateDeadline "mutate-deadline" $p.mutateDeadline
+  "digest-ttl" $p.digestTTL "error-ttl" $p.errorTTL "cache-size" $p.cacheSize "log-level" $p.logLevel "shutdown-delay" "5s"
+  "scanner" .Values.scanner.mode -}}
+{{- $c = merge $c (include "moat.registrySettings" . | fromJson) -}}
+{{- $s := .Values.scanner -}}
+{{- if ne $s.mode "off" }}
+{{- $max := list -}}
+{{- range $k, $v := $s.policy.max }}{{ $max = append $max (printf "%s=%v" $k $v) }}{{ end -}}
+{{- $_ := set $c "scan-workers" $s.workers }}{{ $_ := set $c "scan-queue" $s.queue }}{{ $_ := set $c "scan-timeout" $s.timeout }}
+{{- $_ := set $c "scan-wait" $s.wait }}{{ $_ := set $c "report-ttl" $s.reportTTL }}{{ $_ := set $c "scan-failed-ttl" $s.failedTTL }}
+{{- $_ := set $c "scan-max-findings" $s.maxFindings }}{{ $_ := set $c "scan-max" (ternary (join "," $max) "none" (gt (len $max) 0)) }}
+{{- if $s.policy.ignoreUnfixed }}{{ $_ := set $c "scan-ignore-unfixed" true }}{{ end }}
+{{- with $s.policy.ignoreIDs }}{{ $_ := set $c "scan-ignore-ids" . }}{{ end }}
+{{- end }}
+{{- if eq $s.mode "embedded" }}
+{{- $c = merge $c (include "moat.engineSettings" . | fromJson) -}}
+{{- else if eq $s.mode "service" }}
+{{- $_ := set $c "scanner-url" (printf "https://%s-scanner.%s.svc:8443" (include "moat.fullname" .) .Release.Namespace) }}
+{{- $_ := set $c "scanner-ca" "/etc/moat/scanner-tls/ca.crt" }}{{ $_ := set $c "scanner-cert" "/etc/moat/scanner-tls/client.crt" }}
+{{- $_ := set $c "scanner-key" "/etc/moat/scanner-tls/client.key" }}
+{{- end }}
+{{- $g := .Values.signatures -}}
+{{- if $g.enabled }}
+{{- if not (or $g.keys $g.identities) }}{{ fail "signatures.enabled needs signatures.keys or signatures.identities" }}{{ end -}}
+{{- if not (or $g.rekorKey $g.ignoreTlog) }}{{ fail "signatures: set rekorKey (Rekor bundles required), or ignoreTlog: true to turn transparency-log checks off" }}{{ end -}}
+{{- if and $g.identities (not $g.fulcioRoots) }}{{ fail "signatures.identities need signatures.fulcioRoots" }}{{ end -}}
+{{- if not $g.secret }}{{ fail "signatures.secret: the Secret holding the keys" }}{{ end -}}
+{{- $keys := list -}}
+{{- range $g.keys }}{{ $keys = append $keys (printf "/etc/moat/signatures/%s" .) }}{{ end -}}
+{{- with $keys }}{{ $_ := set $c "signature-keys" . }}{{ end }}
+{{- $ids := list -}}
+{{- range $g.identities }}
+{{- $f := list -}}
+{{- with .issuer }}{{ $f = append $f (printf "issuer=%s" .) }}{{ end -}}
+{{- with .issuerRegExp }}{{ $f = append $f (printf "issuer-regexp=%s" .) }}{{ end -}}
+{{- with .subject }}{{ $f = append $f (printf "subject=%s" .) }}{{ end -}}
+{{- with .subjectRegExp }}{{ $f = append $f (printf "subject-regexp=%s" .) }}{{ end -}}
+{{- $ids = append $ids (join "," $f) }}
+{{- end }}
+{{- with $ids }}{{ $_ := set $c "signature-identity" . }}{{ end }}
+{{- with $g.fulcioRoots }}{{ $_ := set $c "signature-fulcio-roots" (printf "/etc/moat/signatures/%s" .) }}{{ end }}
+{{- with $g.rekorKey }}{{ $_ := set $c "signature-rekor-key" (printf "/etc/moat/signatures/%s" .) }}{{ end }}
+{{- if $g.ignoreTlog }}{{ $_ := set $c "signature-ignore-tlog" true }}{{ end }}
+{{- if $g.attestations }}{{ $_ := set $c "scan-attestations" true }}{{ end }}
+{{- end }}
+{{- include "moat.mergeSettings" (dict "root" . "base" $c "extra" $p.config "from" "provider.config") }}
+{{- end -}}
+
+{{/* `moat scanner --config`, for scanner.mode service. */}}
+{{- define "moat.scannerConfig" -}}
+{{- $c := dict "addr" ":8443" "metrics-addr" ":8080" "tls-cert" "/etc/moat/tls/tls.crt" "tls-key" "/etc/moat/tls/tls.key"
+  "client-ca" "/etc/moat/tls/ca.crt" "workers" .Values.scanner.workers "log-level" .Values.provider.logLevel -}}
+{{- $c = merge $c (include "moat.registrySettings" .| fromJson) (include "moat.engineSettings" . | fromJson) -}}
+{{- include "moat.mergeSettings" (dict "root" . "base" $c "extra" .Values.scanner.config "from" "scanner.config") }}
+{{- end -}}
+
+{{/* Pod settings every Moat pod takes: pull secrets, priority, scheduling. */}}
+{{- define "moat.podScheduling" -}}
+{{- with .root.Values.image.pullSecrets }}
+imagePullSecrets: {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with .nodeSelector }}
+nodeSelector: {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .tolerations }}
+tolerations: {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .affinity }}
+affinity: {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end -}}

@@ -60,7 +60,7 @@ func TestChartSettingsAreTheBinaryDefaultsOrNamedChoices(t *testing.T) {
 	}
 	for _, c := range []struct {
 		command, file string
-		sets      []string
+		sets          []string
 	}{
 		{"serve", "serve.yaml", nil},
 		{"serve", "serve.yaml", []string{"scanner.mode=embedded"}},

@@ -11,8 +11,6 @@ package config
 import (
 	"flag"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 )
@@ -147,7 +145,7 @@ type Engine struct {
 }
 
 func (e *Engine) register(r *rules) {
-	r.fs.StringVar(&e.DBDir, "db-dir", filepath.Join(os.TempDir(), "moat-vulndb"), "directory the vulnerability database is kept in (writable; each database gets its own sub-directory)")
+	r.fs.StringVar(&e.DBDir, "db-dir", "", "directory the vulnerability database is kept in (writable; each database gets its own sub-directory); empty: $TMPDIR/moat-vulndb")
 	r.fs.StringVar(&e.DBPath, "db-path", "", "vulnerability database to load at start, offline: a Grype v6 vulnerability.db file or a database archive")
 	r.fs.StringVar(&e.DBURL, "db-url", "", "listing of Grype databases to download from and check for updates (https://grype.anchore.io/databases, or a mirror's); empty: offline")
 	r.duration(&e.DBUpdateInterval, "db-update-interval", 6*time.Hour, "", "how often --db-url is checked for a newer database")

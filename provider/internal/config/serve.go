@@ -3,6 +3,8 @@ package config
 import (
 	"flag"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -226,8 +228,12 @@ func (g Registry) options(version string) registry.Options {
 }
 
 func (e Engine) config() app.EngineConfig {
+	dir := e.DBDir
+	if dir == "" {
+		dir = filepath.Join(os.TempDir(), "moat-vulndb")
+	}
 	return app.EngineConfig{
-		DB:               vulndb.Options{Dir: e.DBDir, URL: e.DBURL, MaxAge: e.DBMaxAge},
+		DB:               vulndb.Options{Dir: dir, URL: e.DBURL, MaxAge: e.DBMaxAge},
 		DBPath:           e.DBPath,
 		DBUpdateInterval: e.DBUpdateInterval,
 		Platform:         e.Platform,

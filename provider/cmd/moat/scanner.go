@@ -22,7 +22,7 @@ func runScanner(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	log := newLogger(stderr, s.Log)
-	sc, err := app.NewScanner(s.Server(), s.EngineConfig(), s.RegistryOptions(version), s.Workers, s.Certs(), log)
+	sc, err := app.NewScanner(s.ServerOptions(), s.EngineConfig(), s.RegistryOptions(version), s.Workers, s.Certs(), log)
 	if err != nil {
 		return err
 	}

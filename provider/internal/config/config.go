@@ -42,36 +42,37 @@ func (r *rules) add(name string, check func() error) {
 // duration registers a duration flag. zero says what 0 means; empty means
 // 0 is refused (the duration must be positive). Negative is always refused.
 func (r *rules) duration(p *time.Duration, name string, def time.Duration, zero, usage string) {
-	if zero != "" {
-		usage += "; 0: " + zero
-	}
+	usage = withZero(usage, zero)
 	r.fs.DurationVar(p, name, def, usage)
-	r.add(name, func() error {
-		switch {
-		case *p < 0:
-			return usagef("--%s %s: must not be negative", name, *p)
-		case *p == 0 && zero == "":
-			return usagef("--%s 0: must be positive (%s)", name, usage)
-		}
-		return nil
-	})
+	r.add(name, nonNegative(p, name, zero, usage))
 }
 
 // count registers an int flag with the same rule for 0 as duration.
 func (r *rules) count(p *int, name string, def int, zero, usage string) {
-	if zero != "" {
-		usage += "; 0: " + zero
-	}
+	usage = withZero(usage, zero)
 	r.fs.IntVar(p, name, def, usage)
-	r.add(name, func() error {
+	r.add(name, nonNegative(p, name, zero, usage))
+}
+
+func withZero(usage, zero string) string {
+	if zero != "" {
+		return usage + "; 0: " + zero
+	}
+	return usage
+}
+
+// nonNegative is the rule of a duration or count: never negative, and 0
+// only where zero says what it means.
+func nonNegative[T int | time.Duration](p *T, name, zero, usage string) func() error {
+	return func() error {
 		switch {
 		case *p < 0:
-			return usagef("--%s %d: must not be negative", name, *p)
+			return usagef("--%s %v: must not be negative", name, *p)
 		case *p == 0 && zero == "":
 			return usagef("--%s 0: must be positive (%s)", name, usage)
 		}
 		return nil
-	})
+	}
 }
 
 // oneOf registers a string flag that must be one of values.
@@ -96,6 +97,41 @@ func (r *rules) validate() error {
 	}
 	if len(msgs) > 0 {
 		return &UsageError{Msg: strings.Join(msgs, "; ")}
+	}
+	return nil
+}
+
+// Server is what both servers (serve, scanner) take: the config file,
+// --check-config, the two addresses and the certificates.
+type Server struct {
+	File        string // --config
+	CheckOnly   bool   // --check-config
+	Addr        string
+	MetricsAddr string
+	TLS         TLS
+}
+
+func (s *Server) register(r *rules, addr, metrics, clientCA string) {
+	r.fs.StringVar(&s.File, "config", "", "YAML file of settings named like these flags; flags given on the command line win")
+	r.fs.BoolVar(&s.CheckOnly, "check-config", false, "check the settings, print them, and exit without serving")
+	r.fs.StringVar(&s.Addr, "addr", ":8443", addr)
+	r.fs.StringVar(&s.MetricsAddr, "metrics-addr", ":8080", metrics)
+	s.TLS.register(r, clientCA)
+}
+
+// load applies the config file under the command line (which wins) and
+// checks what every server needs.
+func (s *Server) load(fs *flag.FlagSet) error {
+	if s.File != "" {
+		if err := applyFile(fs, s.File); err != nil {
+			return &UsageError{Msg: err.Error()}
+		}
+	}
+	if fs.NArg() > 0 {
+		return usagef("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	if s.TLS.Cert == "" || s.TLS.Key == "" || s.TLS.ClientCA == "" {
+		return usagef("--tls-cert, --tls-key and --client-ca are required (run 'moat dev-certs --out DIR' for development certificates)")
 	}
 	return nil
 }

@@ -13,12 +13,7 @@ import (
 // Scanner is every setting of `moat scanner`.
 type Scanner struct {
 	r rules
-
-	File            string // --config
-	CheckOnly       bool   // --check-config
-	Addr            string
-	MetricsAddr     string
-	TLS             TLS
+	Server
 	Workers         int
 	Registry        Registry
 	ShutdownTimeout time.Duration
@@ -31,11 +26,9 @@ type Scanner struct {
 func NewScanner(fs *flag.FlagSet) *Scanner {
 	s := &Scanner{r: rules{fs: fs}}
 	r := &s.r
-	fs.StringVar(&s.File, "config", "", "YAML file of settings named like these flags; flags given on the command line win")
-	fs.BoolVar(&s.CheckOnly, "check-config", false, "check the settings, print them, and exit without serving")
-	fs.StringVar(&s.Addr, "addr", ":8443", "address of POST /v1/scan (HTTPS, TLS 1.3, client certificate required)")
-	fs.StringVar(&s.MetricsAddr, "metrics-addr", ":8080", "address of /metrics, /healthz and /readyz (plain HTTP; ready once a database is loaded)")
-	s.TLS.register(r, "CA that signs the provider's client certificate")
+	s.Server.register(r, "address of POST /v1/scan (HTTPS, TLS 1.3, client certificate required)",
+		"address of /metrics, /healthz and /readyz (plain HTTP; ready once a database is loaded)",
+		"CA that signs the provider's client certificate")
 	r.count(&s.Workers, "workers", 2, "", "scans run at once; more requests wait for a worker")
 	s.Registry.register(r)
 	r.duration(&s.ShutdownTimeout, "shutdown-timeout", 25*time.Second, "", "longest to wait for running scans on shutdown")
@@ -47,14 +40,15 @@ func NewScanner(fs *flag.FlagSet) *Scanner {
 // Load applies the --config file under the command line and checks every
 // setting.
 func (s *Scanner) Load() error {
-	if err := load(s.r.fs, s.File, &s.TLS); err != nil {
+	if err := s.Server.load(s.r.fs); err != nil {
 		return err
 	}
 	return s.r.validate()
 }
 
-// Server, Registry and Certs configure app.NewScanner.
-func (s *Scanner) Server() server.Options {
+// ServerOptions, RegistryOptions, Certs and EngineConfig configure
+// app.NewScanner.
+func (s *Scanner) ServerOptions() server.Options {
 	return server.Options{CertReloadInterval: s.TLS.ReloadInterval, ShutdownTimeout: s.ShutdownTimeout}
 }
 

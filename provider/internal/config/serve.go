@@ -25,13 +25,8 @@ import (
 // Serve is every setting of `moat serve`.
 type Serve struct {
 	r rules
-
-	File        string // --config
-	CheckOnly   bool   // --check-config
-	Addr        string
-	MetricsAddr string
-	TLS         TLS
-	SkipVerify  bool
+	Server
+	SkipVerify bool
 
 	MaxRequestBytes  int
 	MaxKeys          int
@@ -85,11 +80,9 @@ type Serve struct {
 func NewServe(fs *flag.FlagSet) *Serve {
 	s := &Serve{r: rules{fs: fs}}
 	r := &s.r
-	fs.StringVar(&s.File, "config", "", "YAML file of settings named like these flags; flags given on the command line win")
-	fs.BoolVar(&s.CheckOnly, "check-config", false, "check the settings, print them, and exit without serving")
-	fs.StringVar(&s.Addr, "addr", ":8443", "address of the external-data endpoints (HTTPS, TLS 1.3, client certificate required)")
-	fs.StringVar(&s.MetricsAddr, "metrics-addr", ":8080", "address of /metrics, /healthz and /readyz (plain HTTP)")
-	s.TLS.register(r, "CA that signs the client certificate Gatekeeper presents (ca.crt of gatekeeper-webhook-server-cert)")
+	s.Server.register(r, "address of the external-data endpoints (HTTPS, TLS 1.3, client certificate required)",
+		"address of /metrics, /healthz and /readyz (plain HTTP)",
+		"CA that signs the client certificate Gatekeeper presents (ca.crt of gatekeeper-webhook-server-cert)")
 	fs.BoolVar(&s.SkipVerify, "insecure-skip-client-verify", false, "DEVELOPMENT ONLY: accept clients without a certificate")
 
 	r.count(&s.MaxRequestBytes, "max-request-bytes", 1<<20, "", "largest request body accepted (bytes)")
@@ -150,7 +143,7 @@ func ServeDefaults() *Serve { return NewServe(flag.NewFlagSet("moat serve", flag
 // Load applies the --config file under the command line (which wins) and
 // checks every setting.
 func (s *Serve) Load() error {
-	if err := load(s.r.fs, s.File, &s.TLS); err != nil {
+	if err := s.Server.load(s.r.fs); err != nil {
 		return err
 	}
 	return s.Validate()
@@ -238,22 +231,6 @@ func (e Engine) config() app.EngineConfig {
 		DBUpdateInterval: e.DBUpdateInterval,
 		Platform:         e.Platform,
 	}
-}
-
-// load applies the config file and checks what every server needs.
-func load(fs *flag.FlagSet, file string, t *TLS) error {
-	if file != "" {
-		if err := applyFile(fs, file); err != nil {
-			return &UsageError{Msg: err.Error()}
-		}
-	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected arguments: %s", strings.Join(fs.Args(), " "))
-	}
-	if t.Cert == "" || t.Key == "" || t.ClientCA == "" {
-		return usagef("--tls-cert, --tls-key and --client-ca are required (run 'moat dev-certs --out DIR' for development certificates)")
-	}
-	return nil
 }
 
 // Print writes every setting as a --config file would hold it.

@@ -79,6 +79,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"serve", "--tls-cert", "a", "--tls-key", "b", "--client-ca", "c", "--scan-queue", "-1"}, 2, "--scan-queue -1: must not be negative"},
 		{[]string{"serve", "--tls-cert", "a", "--tls-key", "b", "--client-ca", "c", "--log-level", "loud"}, 2, `--log-level "loud": want debug, info, warn, error`},
 		{[]string{"scanner", "--tls-cert", "a", "--tls-key", "b", "--client-ca", "c", "--workers", "0"}, 2, "--workers 0: must be positive"},
+		{[]string{"scanner", "--tls-cert", "a", "--tls-key", "b", "--client-ca", "c", "--scan-platform", "linux/arm64/v8/x"}, 2, `--scan-platform "linux/arm64/v8/x"`},
 		{[]string{"serve", "--tls-cert", "a", "--tls-key", "b", "--client-ca", "c", "--scan-max", "severe=1"}, 2, `unknown severity "severe"`},
 		{[]string{"serve", "--tls-cert", "a", "--tls-key", "b", "--client-ca", "c", "--scan-max", "high"}, 2, "want severity=count"},
 	}

@@ -13,6 +13,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
 // UsageError is a setting that cannot be used: its message names the flag.
@@ -187,4 +189,13 @@ func (e *Engine) register(r *rules) {
 	r.duration(&e.DBUpdateInterval, "db-update-interval", 6*time.Hour, "", "how often --db-url is checked for a newer database")
 	r.duration(&e.DBMaxAge, "db-max-age", 5*24*time.Hour, "", "scans fail (scan_failed) while the database is older than this, by its build time")
 	r.fs.StringVar(&e.Platform, "scan-platform", "", "platform scanned in a multi-platform image, e.g. linux/arm64 (empty: linux/amd64; a single-platform image is scanned as it is)")
+	r.add("scan-platform", func() error {
+		if e.Platform == "" {
+			return nil
+		}
+		if _, err := v1.ParsePlatform(e.Platform); err != nil {
+			return usagef("--scan-platform %q: %v", e.Platform, err)
+		}
+		return nil
+	})
 }

@@ -498,7 +498,7 @@ generated objects). Pod templates judge ` + "`containers`, `initContainers` and 
 Pod Security Admission judges it: only when it adds or removes a container, changes an image, or adds or changes
 an ephemeral container; ` + "`MoatContainerLimits`" + ` also judges a change of resources, and the image templates judge
 only the images an UPDATE adds or changes. A workload's UPDATE is judged through its pod template, only
-when the template changes; its CREATE through Gatekeeper's expansion (README "Updates"). Explicit nulls read
+when the template changes; its CREATE through Gatekeeper's expansion (docs/policies.md, "Updates"). Explicit nulls read
 as absent. Each template's
 version (` + "`metadata.gatekeeper.sh/version`" + `) is raised when its behaviour changes (src/templates/versions.lock enforces it). Ready constraints are in
 constraints/; suites with allowed and denied cases in gator-suites/.

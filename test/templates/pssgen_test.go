@@ -93,7 +93,7 @@ var deviations = []func(*rand.Rand, map[string]any){
 		sc(anyContainer(r, p))["seLinuxOptions"] = map[string]any{pick(r, "type", "user", "role"): pick(r, "container_t", "spc_t", "")}
 	},
 	func(r *rand.Rand, p map[string]any) {
-		podSC(p)["sysctls"] = []any{map[string]any{"name": pick(r, "net.ipv4.tcp_syncookies", "kernel.msgmax"), "value": "1"}}
+		podSC(p)["sysctls"] = []any{map[string]any{"name": pick(r, "net.ipv4.tcp_syncookies", "kernel.msgmax", "net.ipv4.tcp_rmem", "net.ipv4.tcp_notsent_lowat", "net.ipv4.tcp_slow_start_after_idle"), "value": "1"}}
 	},
 	func(r *rand.Rand, p map[string]any) {
 		sc(anyContainer(r, p))["appArmorProfile"] = map[string]any{"type": pick(r, "RuntimeDefault", "Unconfined", "Localhost")}

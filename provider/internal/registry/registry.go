@@ -76,12 +76,6 @@ func New(opts Options, m *metrics.Metrics) (*Client, error) {
 	return c, nil
 }
 
-// Keychain gives the registry credentials.
-func (c *Client) Keychain() authn.Keychain { return c.keychain }
-
-// Insecure reports whether host may be reached over plain HTTP.
-func (c *Client) Insecure(host string) bool { return c.insecure[host] }
-
 // Transport is the transport of requests for purpose: counted, limited per
 // host, and refused over plain HTTP to hosts not listed as insecure.
 func (c *Client) Transport(purpose string) http.RoundTripper {
@@ -99,16 +93,25 @@ func (c *Client) Options(ctx context.Context, purpose string) []remote.Option {
 	}
 }
 
-// Digest parses a digest reference ("registry/repo@sha256:…"), marked for
-// plain HTTP only when its host is listed as insecure. go-containerregistry
-// chooses plain HTTP on its own for loopback and private addresses; the
-// transport refuses that for hosts not listed.
+// Reference parses an image reference, marked for plain HTTP only when its
+// host is listed as insecure. go-containerregistry chooses plain HTTP on its
+// own for loopback and private addresses; the transport refuses that for
+// hosts not listed.
+func (c *Client) Reference(s string, opts ...name.Option) (name.Reference, error) {
+	return parse(c, name.ParseReference, s, opts)
+}
+
+// Digest is Reference for a digest reference ("registry/repo@sha256:…").
 func (c *Client) Digest(s string, opts ...name.Option) (name.Digest, error) {
-	d, err := name.NewDigest(s, opts...)
-	if err != nil || !c.insecure[d.RegistryStr()] {
-		return d, err
+	return parse(c, name.NewDigest, s, opts)
+}
+
+func parse[T interface{ Context() name.Repository }](c *Client, p func(string, ...name.Option) (T, error), s string, opts []name.Option) (T, error) {
+	r, err := p(s, opts...)
+	if err != nil || !c.insecure[r.Context().RegistryStr()] {
+		return r, err
 	}
-	return name.NewDigest(s, append(opts, name.Insecure)...)
+	return p(s, append(opts, name.Insecure)...)
 }
 
 func (c *Client) slot(host string) chan struct{} {

@@ -93,12 +93,9 @@ func (r *Resolver) puller() (*remote.Puller, error) {
 // resolution, waiting for a per-host slot included.
 func (r *Resolver) Resolve(ctx context.Context, ref reference.Ref) (Result, error) {
 	host := ref.Registry
-	nref := ref.NameRef()
-	if r.registry.Insecure(host) {
-		var err error
-		if nref, err = name.ParseReference(nref.String(), name.Insecure); err != nil {
-			return Result{}, &Error{Reason: "invalid", Msg: err.Error()}
-		}
+	nref, err := r.registry.Reference(ref.NameRef().String())
+	if err != nil {
+		return Result{}, &Error{Reason: "invalid", Msg: err.Error()}
 	}
 	p, err := r.puller()
 	if err != nil {

@@ -21,7 +21,7 @@ func runDevCerts(_ context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	if *out == "" {
-		return usageError{"--out is required"}
+		return &config.UsageError{Msg: "--out is required"}
 	}
 	set, err := certs.NewDevSet(hosts, *validity)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/moat-dev/moat/provider/internal/config"
 	"github.com/moat-dev/moat/provider/internal/samples"
 )
 
@@ -17,7 +18,7 @@ func runDevVulnDB(_ context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	if *out == "" {
-		return usageError{"--out is required"}
+		return &config.UsageError{Msg: "--out is required"}
 	}
 	if err := samples.WriteDB(*out); err != nil {
 		return err

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/moat-dev/moat/provider/internal/client"
+	"github.com/moat-dev/moat/provider/internal/config"
 )
 
 func runLookup(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -25,7 +26,7 @@ func runLookup(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	if fs.NArg() == 0 {
-		return usageError{"name at least one image reference"}
+		return &config.UsageError{Msg: "name at least one image reference"}
 	}
 	if *certDir != "" {
 		*ca = filepath.Join(*certDir, "ca.crt")
@@ -33,7 +34,7 @@ func runLookup(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		*key = filepath.Join(*certDir, "client.key")
 	}
 	if *output != "text" && *output != "json" {
-		return usageError{fmt.Sprintf("-o %q: want text or json", *output)}
+		return &config.UsageError{Msg: fmt.Sprintf("-o %q: want text or json", *output)}
 	}
 	conf, err := client.TLSConfig(client.Files{CA: *ca, Cert: *cert, Key: *key})
 	if err != nil {

@@ -47,11 +47,6 @@ var devCommands = map[string]command{
 	"verify":       {summary: "run gator Suites, with external data, offline (gator verify cannot load external_data)"},
 }
 
-// usageError is a mistake on the command line: exit code 2.
-type usageError struct{ msg string }
-
-func (e usageError) Error() string { return e.msg }
-
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -73,19 +68,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	err := cmd.run(ctx, args[1:], stdout, stderr)
-	var ue usageError
-	var ce *config.UsageError
+	var ue *config.UsageError
 	var ec exitCode
 	switch {
 	case err == nil:
 		return 0
 	case errors.Is(err, flag.ErrHelp):
 		return 0
-	case errors.As(err, &ue):
-		fmt.Fprintf(stderr, "moat %s: %s\n", args[0], ue.msg)
-		return 2
-	case errors.As(err, &ce):
-		fmt.Fprintf(stderr, "moat %s: %s\n", args[0], ce.Msg)
+	case errors.As(err, &ue): // a mistake on the command line or in a setting
+		fmt.Fprintf(stderr, "moat %s: %s\n", args[0], ue.Msg)
 		return 2
 	case errors.As(err, &ec):
 		return int(ec)

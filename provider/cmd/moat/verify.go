@@ -6,6 +6,7 @@ import (
 	"context"
 	"io"
 
+	"github.com/moat-dev/moat/provider/internal/config"
 	"github.com/moat-dev/moat/provider/internal/verify"
 )
 
@@ -24,10 +25,10 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	if fs.NArg() == 0 {
-		return usageError{"name at least one suite directory (PATH/... for every suite below it)"}
+		return &config.UsageError{Msg: "name at least one suite directory (PATH/... for every suite below it)"}
 	}
 	if o.ProviderURL != "" && (o.CA == "" || o.Cert == "" || o.Key == "") {
-		return usageError{"--provider-url needs --ca, --cert and --key"}
+		return &config.UsageError{Msg: "--provider-url needs --ca, --cert and --key"}
 	}
 	failed, err := verify.Run(ctx, fs.Args(), o, stdout)
 	if err != nil {

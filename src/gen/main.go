@@ -22,10 +22,10 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
-	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+	"golang.org/x/mod/semver"
 )
 
 type source struct {
@@ -237,7 +237,7 @@ func build(root, dir string) ([]byte, string, error) {
 		}
 	}
 	name := strings.ToLower(src.Kind)
-	if !semver.MatchString(src.Version) {
+	if !plainVersion.MatchString(src.Version) {
 		return nil, "", fmt.Errorf("template.yaml: version %q is not a semantic version (major.minor.patch)", src.Version)
 	}
 	if filepath.Base(dir) != name {
@@ -348,7 +348,7 @@ func readLock(path string) (map[string]lockEntry, error) {
 			continue
 		}
 		f := strings.Fields(line)
-		if len(f) != 3 || !semver.MatchString(f[1]) {
+		if len(f) != 3 || !plainVersion.MatchString(f[1]) {
 			return nil, fmt.Errorf("%s:%d: want 'name version sha256:…'", path, i+1)
 		}
 		m[f[0]] = lockEntry{Version: f[1], Sum: f[2]}
@@ -391,26 +391,14 @@ func checkVersion(name string, old, now lockEntry, amend bool) error {
 		return nil // a new template
 	case old.Version == now.Version && old.Sum != now.Sum && !amend:
 		return fmt.Errorf("%s changed but its version is still %s: raise version in template.yaml (minor for a change of behaviour, patch for a fix), or run 'go run ./src/gen -amend' if %s was never released", name, now.Version, now.Version)
-	case old.Version != now.Version && !versionLess(old.Version, now.Version):
+	case old.Version != now.Version && semver.Compare("v"+old.Version, "v"+now.Version) >= 0:
 		return fmt.Errorf("version %s is lower than the locked %s", now.Version, old.Version)
 	}
 	return nil
 }
 
-// versionLess compares two versions semver matches.
-func versionLess(a, b string) bool {
-	pa, pb := strings.Split(a, "."), strings.Split(b, ".")
-	for i := range 3 {
-		x, _ := strconv.Atoi(pa[i])
-		y, _ := strconv.Atoi(pb[i])
-		if x != y {
-			return x < y
-		}
-	}
-	return false
-}
-
-var semver = regexp.MustCompile(`^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$`)
+// plainVersion is major.minor.patch, as gatekeeper-library writes it.
+var plainVersion = regexp.MustCompile(`^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$`)
 
 // hasField is a CEL presence test of a field path, as the sources write it.
 var hasField = regexp.MustCompile(`\bhas\(([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+)\)`)

@@ -47,9 +47,13 @@ type source struct {
 	// verdict of a pod template, for a rule that judges more updates than
 	// Pod Security Admission does; its Rego then guards its violations with
 	// a rule "judged" of its own instead of pods.judged.
-	JudgedWhen string    `yaml:"judgedWhen"`
-	Libs       []string  `yaml:"libs"`
-	Parameters yaml.Node `yaml:"parameters"`
+	JudgedWhen string `yaml:"judgedWhen"`
+	// PodSecurity marks a template the Pod Security Standards sets use: it
+	// gets the parameter version (src/library/pss.cel.yaml, pss.rego) and
+	// refuses a malformed one.
+	PodSecurity bool      `yaml:"podSecurity"`
+	Libs        []string  `yaml:"libs"`
+	Parameters  yaml.Node `yaml:"parameters"`
 }
 
 type celSource struct {
@@ -111,6 +115,18 @@ type code struct {
 	Engine string    `yaml:"engine"`
 	Source celSource `yaml:"source"`
 }
+
+// versionParameter is the parameter of every podSecurity template. The
+// pattern is the one src/library/pss.cel.yaml and pss.rego accept.
+const versionParameter = `
+version:
+  type: string
+  pattern: ^(latest|v1\.(0|[1-9][0-9]{0,4}))$
+  description: The Pod Security Standards version whose rules the constraint follows, "latest" (the default) or "v1.N", as Pod Security Admission's enforce-version.
+`
+
+// versionRefused is the verdict on a malformed version, in both engines.
+const versionRefused = `parameter version must be \"latest\" or \"v1.N\" (the Pod Security Standards version, as Pod Security Admission's enforce-version)`
 
 const podParameters = `
 excludedContainers:
@@ -227,6 +243,12 @@ func build(root, dir string) ([]byte, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
+	if src.PodSecurity {
+		if !src.Pod {
+			return nil, "", fmt.Errorf("template.yaml: podSecurity needs pod: true")
+		}
+		rego = append(rego, []byte("\nviolation[{\"msg\": \""+versionRefused+"\"}] {\n\tdata.lib.moat.pss.minor < 0\n}\n")...)
+	}
 	if src.Pod {
 		guard := "pods.judged"
 		if src.JudgedWhen != "" {
@@ -255,11 +277,9 @@ func build(root, dir string) ([]byte, string, error) {
 	var pre []celVariable
 	if src.Pod {
 		if !src.NoExclusions {
-			var shared yaml.Node
-			if err := yaml.Unmarshal([]byte(podParameters), &shared); err != nil {
+			if err := addParameters(&params, podParameters); err != nil {
 				return nil, "", err
 			}
-			params.Content = append(params.Content, shared.Content[0].Content...)
 		}
 		var pods celSource
 		if err := readYAML(filepath.Join(root, "src", "library", "pods.cel.yaml"), &pods); err != nil {
@@ -267,6 +287,18 @@ func build(root, dir string) ([]byte, string, error) {
 		}
 		pre = pods.Variables
 		libs = append([]string{"review", "pods"}, src.Libs...)
+	}
+	if src.PodSecurity {
+		var pss celSource
+		if err := readYAML(filepath.Join(root, "src", "library", "pss.cel.yaml"), &pss); err != nil {
+			return nil, "", err
+		}
+		pre = append(pre, pss.Variables...)
+		libs = append([]string{"review", "pods", "pss"}, src.Libs...)
+		if err := addParameters(&params, versionParameter); err != nil {
+			return nil, "", err
+		}
+		cel.Validations = append([]celValidation{{Expression: "variables.pssMinor >= 0", Message: strings.ReplaceAll(versionRefused, `\"`, `"`)}}, cel.Validations...)
 	}
 	// As src/library/review.rego does: no verdict on DELETE; pod templates
 	// give one only when src/library/pods.cel.yaml judges the review.
@@ -326,6 +358,16 @@ func build(root, dir string) ([]byte, string, error) {
 		return nil, "", err
 	}
 	return buf.Bytes(), name, nil
+}
+
+// addParameters appends the parameters of YAML mapping text to params.
+func addParameters(params *yaml.Node, text string) error {
+	var shared yaml.Node
+	if err := yaml.Unmarshal([]byte(text), &shared); err != nil {
+		return err
+	}
+	params.Content = append(params.Content, shared.Content[0].Content...)
+	return nil
 }
 
 // lockEntry is one line of src/templates/versions.lock: a template's
@@ -505,6 +547,9 @@ constraints/; suites with allowed and denied cases in gator-suites/.
 			params = append(params,
 				"`excludedContainers` (array of strings): names of containers this constraint does not check.",
 				"`excludedImages` (array of strings): images it does not check; an entry ending in `*` is a prefix, any other must equal the image as written.")
+		}
+		if s.PodSecurity {
+			params = append(params, "`version` (string): the Pod Security Standards version whose rules the constraint follows, `latest` (the default) or `v1.N`, as Pod Security Admission's `enforce-version`; a malformed one is a violation.")
 		}
 		if len(params) == 0 {
 			b.WriteString("Parameters: none.\n")

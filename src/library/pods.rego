@@ -185,12 +185,5 @@ excluded(c) {
 	startswith(c.image, trim_suffix(e, "*"))
 }
 
-# windows_exempt: the constraint exempts Windows pods (exemptWindowsPods),
-# as Pod Security Admission's restricted level does for some controls.
-windows_exempt {
-	params.exemptWindowsPods == true
-	spec.os.name == "windows"
-}
-
 # names joins the names of containers cs for a message.
 names(cs) := concat(", ", [n | n := cs[_].name])

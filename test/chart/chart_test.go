@@ -197,7 +197,7 @@ func TestSwitches(t *testing.T) {
 		t.Errorf("default installs %d constraints, want none until asked", constraints(def))
 	}
 	all := render(t, "policies.defender.enabled=true", "policies.podSecurity.level=restricted",
-		"policies.podSecurity.enforcementAction=warn", "policies.exemptNamespaces={monitoring}",
+		"policies.podSecurity.enforcementAction=warn", "policies.podSecurity.version=v1.33", "policies.exemptNamespaces={monitoring}",
 		"provider.registryCredentialsSecret=pull", "image.digest=sha256:"+strings.Repeat("ab", 32))
 	want := len(glob(t, "defender")) + len(glob(t, "pss/baseline")) + len(glob(t, "pss/restricted")) - 4
 	if n := constraints(all); n != want {
@@ -210,6 +210,16 @@ func TestSwitches(t *testing.T) {
 	}
 	if a, _, _ := unstructured.NestedString(caps.Object, "spec", "enforcementAction"); a != "warn" {
 		t.Errorf("podSecurity.enforcementAction not applied: %q", a)
+	}
+	for _, c := range all {
+		set := c.GetLabels()["moat.dev/set"]
+		v, _, _ := unstructured.NestedString(c.Object, "spec", "parameters", "version")
+		switch {
+		case strings.HasPrefix(set, "pss-") && v != "v1.33":
+			t.Errorf("%s %s: version %q, want podSecurity.version v1.33", c.GetKind(), c.GetName(), v)
+		case !strings.HasPrefix(set, "pss-") && v != "":
+			t.Errorf("%s %s of set %q: version %q, want none", c.GetKind(), c.GetName(), set, v)
+		}
 	}
 	ex, _, _ := unstructured.NestedStringSlice(find(all, "MoatPrivileged", "defender-privileged").Object, "spec", "match", "excludedNamespaces")
 	for _, want := range []string{"kube-system", "gatekeeper-system", "monitoring"} {
@@ -394,7 +404,7 @@ func TestDockerfile(t *testing.T) {
 
 // A misspelt or out-of-range value is refused at install, not ignored.
 func TestValuesSchemaRefusesMistakes(t *testing.T) {
-	for _, bad := range []string{"policies.podSecurity.level=strict", "providers.mutate.timeout=2", "provider.validateDeadline=2", "replicas=3",
+	for _, bad := range []string{"policies.podSecurity.level=strict", "policies.podSecurity.version=1.33", "policies.podSecurity.version=v1.33.0", "providers.mutate.timeout=2", "provider.validateDeadline=2", "replicas=3",
 		"scanner.mode=on", "scanner.policy.max.severe=1", "scanner.timeout=2",
 		"imagePolicy.defaultPolicy=maybe", "imagePolicy.byNamespace.prod.alwaysAccep=x", "imagePolicy.byNamespace.Prod.scanFailed=accept"} {
 		cmd := exec.Command("go", "tool", "-modfile=tools/helm/go.mod", "helm", "template", "moat", "charts/moat", "--kube-version", "1.34.0", "--set", bad)

@@ -22,9 +22,10 @@ type psa struct {
 }
 
 type psaVerdict struct {
-	Allowed bool     `json:"allowed"`
-	Reasons []string `json:"reasons"`
-	Error   string   `json:"error"`
+	Allowed  bool     `json:"allowed"`
+	Reasons  []string `json:"reasons"`
+	Error    string   `json:"error"`
+	Versions []string `json:"versions"`
 }
 
 var psaProcess = sync.OnceValues(func() (*psa, error) {
@@ -87,10 +88,19 @@ func (p *psa) ask(t *testing.T, req map[string]any) psaVerdict {
 	return v
 }
 
-// allows is the policy's verdict on a pod at level, newest version.
-func (p *psa) allows(t *testing.T, level string, pod map[string]any) (bool, []string) {
-	v := p.ask(t, map[string]any{"level": level, "version": "latest", "pod": pod})
+// allowsAt is the policy's verdict on a pod at level and version.
+func (p *psa) allowsAt(t *testing.T, level, version string, pod map[string]any) (bool, []string) {
+	v := p.ask(t, map[string]any{"level": level, "version": version, "pod": pod})
 	return v.Allowed, v.Reasons
+}
+
+// versions are those at which one of the policy's checks begins or changes.
+func (p *psa) versions(t *testing.T) []string {
+	v := p.ask(t, map[string]any{"versions": true})
+	if len(v.Versions) == 0 {
+		t.Fatal("tools/psa listed no versions")
+	}
+	return v.Versions
 }
 
 // admitsUpdate is the admission code's verdict on an UPDATE, enforcing

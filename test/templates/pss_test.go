@@ -5,6 +5,7 @@ import (
 	"github.com/moat-dev/moat/test/pack"
 	"math/rand/v2"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -14,30 +15,86 @@ import (
 )
 
 // pssClient is a CEL-first client (as Gatekeeper runs) with every template
-// and the constraints of the given constraints/pss directories.
-func pssClient(t *testing.T, dirs ...string) gator.Client {
+// and the constraints of the given constraints/pss directories, each with
+// its parameter version set to version.
+func pssClient(t *testing.T, version string, dirs ...string) gator.Client {
 	t.Helper()
 	c := pack.NewClient(t, true)
 	pack.AddTemplates(t, c)
 	for _, d := range dirs {
-		pack.AddConstraintDirs(t, c, filepath.Join("pss", d))
+		files, _ := filepath.Glob(filepath.Join(pack.Root, "constraints", "pss", d, "*.yaml"))
+		for _, f := range files {
+			u := pack.ReadConstraint(t, f)
+			if err := unstructured.SetNestedField(u.Object, version, "spec", "parameters", "version"); err != nil {
+				t.Fatal(err)
+			}
+			pack.AddConstraint(t, c, u)
+		}
 	}
 	return c
 }
 
 func TestPodSecurityStandardsMatchPodSecurityAdmission(t *testing.T) {
 	psa := newPSA(t)
-	levels := pssLevels(t)
 	pods := psaPods(t, rand.New(rand.NewPCG(7, 11)), 3000)
+	counts := comparePSA(t, psa, "latest", pods)
+	for _, level := range []string{"baseline", "restricted"} {
+		if counts[level][0] < 20 || counts[level][1] < 20 {
+			t.Errorf("%s: %d allowed, %d denied; the generator must produce both", level, counts[level][0], counts[level][1])
+		}
+	}
+	t.Logf("%d pods: same verdict as Pod Security Admission at every level; allowed/denied: baseline %v, restricted %v",
+		len(pods), counts["baseline"], counts["restricted"])
+}
+
+// TestPodSecurityStandardsVersionsMatchPodSecurityAdmission compares the
+// sets at each version where one of Pod Security Admission's checks begins
+// or changes, at the version before it, and at one newer than any, so every
+// span of versions with the same rules is judged.
+func TestPodSecurityStandardsVersionsMatchPodSecurityAdmission(t *testing.T) {
+	psa := newPSA(t)
+	var versions []string
+	seen := map[string]bool{}
+	add := func(minor int) {
+		if v := fmt.Sprintf("v1.%d", minor); !seen[v] {
+			seen[v] = true
+			versions = append(versions, v)
+		}
+	}
+	for _, v := range psa.versions(t) {
+		minor, err := strconv.Atoi(strings.TrimPrefix(v, "v1."))
+		if err != nil {
+			t.Fatalf("tools/psa version %q", v)
+		}
+		if minor > 0 {
+			add(minor - 1)
+		}
+		add(minor)
+	}
+	add(99)
+	pods := psaPods(t, rand.New(rand.NewPCG(20261202, 3)), 250)
+	for _, v := range versions {
+		t.Run(v, func(t *testing.T) {
+			t.Parallel()
+			counts := comparePSA(t, psa, v, pods)
+			t.Logf("allowed/denied: baseline %v, restricted %v", counts["baseline"], counts["restricted"])
+		})
+	}
+}
+
+// comparePSA judges pods with Moat's sets at version and fails at the
+// first verdict that differs from Pod Security Admission's. It returns the
+// allowed and denied counts per level.
+func comparePSA(t *testing.T, psa *psa, version string, pods []map[string]any) map[string][2]int {
 	counts := map[string][2]int{}
-	for i, obj := range pods {
-		for _, l := range levels {
-			want, reasons := psa.allows(t, l.level, obj)
+	for _, l := range pssLevels(t, version) {
+		for i, obj := range pods {
+			want, reasons := psa.allowsAt(t, l.level, version, obj)
 			got := verdicts(t, l.client, &unstructured.Unstructured{Object: obj})
 			if want != (len(got) == 0) {
 				js, _ := yaml.Marshal(obj)
-				t.Fatalf("pod %d at %s: Pod Security Admission allows=%v (%s), Moat's constraints allow=%v (%s)\n%s",
-					i, l.level, want, strings.Join(reasons, "; "), len(got) == 0, strings.Join(got, "; "), js)
+				t.Fatalf("pod %d at %s %s: Pod Security Admission allows=%v (%s), Moat's constraints allow=%v (%s)\n%s",
+					i, l.level, version, want, strings.Join(reasons, "; "), len(got) == 0, strings.Join(got, "; "), js)
 			}
 			n := counts[l.level]
 			if want {
@@ -48,20 +105,15 @@ func TestPodSecurityStandardsMatchPodSecurityAdmission(t *testing.T) {
 			counts[l.level] = n
 		}
 	}
-	for _, l := range levels {
-		if counts[l.level][0] < 20 || counts[l.level][1] < 20 {
-			t.Errorf("%s: %d allowed, %d denied; the generator must produce both", l.level, counts[l.level][0], counts[l.level][1])
-		}
-	}
-	t.Logf("%d pods: same verdict as Pod Security Admission at every level; allowed/denied: baseline %v, restricted %v",
-		len(pods), counts["baseline"], counts["restricted"])
+	return counts
 }
 
-// pssLevels are the two levels with a client holding Moat's sets for each.
-func pssLevels(t *testing.T) []pssLevel {
+// pssLevels are the two levels with a client holding Moat's sets for each,
+// at version.
+func pssLevels(t *testing.T, version string) []pssLevel {
 	return []pssLevel{
-		{"baseline", pssClient(t, "baseline")},
-		{"restricted", pssClient(t, "baseline", "restricted")},
+		{"baseline", pssClient(t, version, "baseline")},
+		{"restricted", pssClient(t, version, "baseline", "restricted")},
 	}
 }
 

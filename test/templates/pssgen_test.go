@@ -90,10 +90,11 @@ var deviations = []func(*rand.Rand, map[string]any){
 		sc(anyContainer(r, p))["procMount"] = pick(r, "Unmasked", "Default")
 	},
 	func(r *rand.Rand, p map[string]any) {
-		sc(anyContainer(r, p))["seLinuxOptions"] = map[string]any{pick(r, "type", "user", "role"): pick(r, "container_t", "spc_t", "")}
+		sc(anyContainer(r, p))["seLinuxOptions"] = map[string]any{pick(r, "type", "user", "role"): pick(r, "container_t", "spc_t", "", "container_engine_t")}
 	},
 	func(r *rand.Rand, p map[string]any) {
-		podSC(p)["sysctls"] = []any{map[string]any{"name": pick(r, "net.ipv4.tcp_syncookies", "kernel.msgmax", "net.ipv4.tcp_rmem", "net.ipv4.tcp_notsent_lowat", "net.ipv4.tcp_slow_start_after_idle"), "value": "1"}}
+		podSC(p)["sysctls"] = []any{map[string]any{"name": pick(r, "net.ipv4.tcp_syncookies", "kernel.msgmax", "net.ipv4.ip_local_reserved_ports", "net.ipv4.tcp_fin_timeout",
+			"net.ipv4.tcp_rmem", "net.ipv4.tcp_notsent_lowat", "net.ipv4.tcp_slow_start_after_idle"), "value": "1"}}
 	},
 	func(r *rand.Rand, p map[string]any) {
 		sc(anyContainer(r, p))["appArmorProfile"] = map[string]any{"type": pick(r, "RuntimeDefault", "Unconfined", "Localhost")}
@@ -101,6 +102,14 @@ var deviations = []func(*rand.Rand, map[string]any){
 	func(r *rand.Rand, p map[string]any) {
 		c := anyContainer(r, p)
 		p["metadata"].(map[string]any)["annotations"].(map[string]any)["container.apparmor.security.beta.kubernetes.io/"+c["name"].(string)] = pick(r, "runtime/default", "unconfined", "localhost/x")
+	},
+	// the seccomp annotations, which versions before 1.19 judge
+	func(r *rand.Rand, p map[string]any) {
+		key := "seccomp.security.alpha.kubernetes.io/pod"
+		if r.IntN(2) == 0 {
+			key = "container.seccomp.security.alpha.kubernetes.io/" + anyContainer(r, p)["name"].(string)
+		}
+		p["metadata"].(map[string]any)["annotations"].(map[string]any)[key] = pick(r, "runtime/default", "docker/default", "unconfined", "localhost/x", "localhost")
 	},
 	func(r *rand.Rand, p map[string]any) {
 		sc(anyContainer(r, p))["windowsOptions"] = map[string]any{"hostProcess": r.IntN(2) == 0}

@@ -136,7 +136,7 @@ func reviewUpdate(t testing.TB, c gator.Client, u podUpdate) []string {
 // levels: the verdicts must be equal.
 func TestPodSecurityStandardsMatchPodSecurityAdmissionOnUpdate(t *testing.T) {
 	psa := newPSA(t)
-	levels := pssLevels(t)
+	levels := pssLevels(t, "latest")
 	pods := psaPods(t, rand.New(rand.NewPCG(20261201, 5)), 300)
 	rng := rand.New(rand.NewPCG(20261201, 6))
 	counts := map[string][2]int{}
@@ -154,7 +154,7 @@ func TestPodSecurityStandardsMatchPodSecurityAdmissionOnUpdate(t *testing.T) {
 				}
 				n := counts[u.kind]
 				if allowed {
-					if created, _ := psa.allows(t, l.level, u.old); !created {
+					if created, _ := psa.allowsAt(t, l.level, "latest", u.old); !created {
 						allowedNonCompliant[u.kind]++
 					}
 					n[0]++

@@ -9,6 +9,10 @@
 //	{"level": "baseline", "version": "latest", "pod": {...}}                        -> the policy's verdict on a pod
 //	{"level": "restricted", "version": "v1.30", "old": {...}, "new": {...}, "subresource": ""} -> the admission code's verdict on an UPDATE
 //	{"allowed": false, "reasons": ["privileged: container \"a\" must not set ..."]}
+//
+// and one request lists the versions at which a check begins or changes:
+//
+//	{"versions": true} -> {"versions": ["v1.0", "v1.8", ...]}
 package main
 
 import (
@@ -17,6 +21,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
 
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -35,12 +40,15 @@ type request struct {
 	Old         *corev1.Pod `json:"old"`
 	New         *corev1.Pod `json:"new"`
 	Subresource string      `json:"subresource"`
+	Versions    bool        `json:"versions"`
 }
 
 type verdict struct {
 	Allowed bool     `json:"allowed"`
 	Reasons []string `json:"reasons,omitempty"`
 	Error   string   `json:"error,omitempty"`
+	// Versions answers a request for them.
+	Versions []string `json:"versions,omitempty"`
 }
 
 func main() {
@@ -81,6 +89,9 @@ func main() {
 }
 
 func answer(eval policy.Evaluator, adm *admission.Admission, ns *namespaces, req request) verdict {
+	if req.Versions {
+		return verdict{Versions: checkVersions()}
+	}
 	level, err := api.ParseLevel(req.Level)
 	if err != nil {
 		return verdict{Error: err.Error()}
@@ -114,6 +125,27 @@ func answer(eval policy.Evaluator, adm *admission.Admission, ns *namespaces, req
 		v.Reasons = []string{resp.Result.Message}
 	}
 	return v
+}
+
+// checkVersions are the versions at which some check begins or changes, in
+// order: between two of them the policy is the same.
+func checkVersions() []string {
+	seen := map[int]bool{}
+	var minors []int
+	for _, c := range policy.DefaultChecks() {
+		for _, v := range c.Versions {
+			if m := v.MinimumVersion.Minor(); !seen[m] {
+				seen[m] = true
+				minors = append(minors, m)
+			}
+		}
+	}
+	slices.Sort(minors)
+	out := make([]string, len(minors))
+	for i, m := range minors {
+		out[i] = fmt.Sprintf("v1.%d", m)
+	}
+	return out
 }
 
 // namespaces is the one namespace of every UPDATE, labelled with the

@@ -1,6 +1,7 @@
 package moatallowedusersgroups
 
 import data.lib.moat.pods
+import data.lib.moat.pss
 
 rule(name) := object.get(pods.params, name, "RunAsAny")
 
@@ -135,6 +136,7 @@ pss_applies {
 }
 
 relaxed {
+	pss.minor >= 35
 	pods.params.relaxForUserNamespaces == true
 	pods.spec.hostUsers == false
 }
@@ -142,7 +144,7 @@ relaxed {
 pss_setters := array.concat(
 	[s | psc.runAsNonRoot == false; s := "pod"],
 	array.concat(
-		[s | psc.runAsUser == 0; s := "pod"],
+		[s | pss.minor >= 23; psc.runAsUser == 0; s := "pod"],
 		[c.name | c := pods.checked[_]; pss_container_bad(c)],
 	),
 )
@@ -152,6 +154,7 @@ pss_container_bad(c) {
 }
 
 pss_container_bad(c) {
+	pss.minor >= 23
 	c.securityContext.runAsUser == 0
 }
 

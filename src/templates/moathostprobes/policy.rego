@@ -1,6 +1,7 @@
 package moathostprobes
 
 import data.lib.moat.pods
+import data.lib.moat.pss
 
 handlers(c) := array.concat(
 	[h | p := ["livenessProbe", "readinessProbe", "startupProbe"][_]; h := c[p]],
@@ -14,6 +15,7 @@ sets_host(c) {
 }
 
 violation[{"msg": msg}] {
+	pss.minor >= 34
 	bad := [c | c := pods.checked[_]; sets_host(c)]
 	count(bad) > 0
 	msg := sprintf("probes and lifecycle handlers must not set host: %s", [pods.names(bad)])

@@ -1,6 +1,7 @@
 package moatprocmount
 
 import data.lib.moat.pods
+import data.lib.moat.pss
 
 violation[{"msg": msg}] {
 	not relaxed
@@ -10,6 +11,7 @@ violation[{"msg": msg}] {
 }
 
 relaxed {
+	pss.minor >= 35
 	pods.params.relaxForUserNamespaces == true
 	pods.spec.hostUsers == false
 }

@@ -1,8 +1,11 @@
 package moatselinux
 
 import data.lib.moat.pods
+import data.lib.moat.pss
 
-allowed := {t | t := object.get(pods.params, "allowedTypes", ["", "container_t", "container_init_t", "container_kvm_t", "container_engine_t"])[_]}
+pss_types := array.concat(["", "container_t", "container_init_t", "container_kvm_t"], [t | pss.minor >= 31; t := "container_engine_t"])
+
+allowed := {t | t := object.get(pods.params, "allowedTypes", pss_types)[_]}
 
 bad_options(o) {
 	not allowed[object.get(o, "type", "")]

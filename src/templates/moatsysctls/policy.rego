@@ -1,12 +1,18 @@
 package moatsysctls
 
 import data.lib.moat.pods
+import data.lib.moat.pss
 
-safe := ["kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range", "net.ipv4.ip_unprivileged_port_start",
-	"net.ipv4.tcp_syncookies", "net.ipv4.ping_group_range", "net.ipv4.ip_local_reserved_ports",
-	"net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_intvl",
-	"net.ipv4.tcp_keepalive_probes", "net.ipv4.tcp_rmem", "net.ipv4.tcp_wmem",
-	"net.ipv4.tcp_slow_start_after_idle", "net.ipv4.tcp_notsent_lowat"]
+# The Pod Security Standards safe set, each sysctl with the minor version that added it.
+safe_since := {
+	"kernel.shm_rmid_forced": 0, "net.ipv4.ip_local_port_range": 0, "net.ipv4.ip_unprivileged_port_start": 0,
+	"net.ipv4.tcp_syncookies": 0, "net.ipv4.ping_group_range": 0, "net.ipv4.ip_local_reserved_ports": 27,
+	"net.ipv4.tcp_keepalive_time": 29, "net.ipv4.tcp_fin_timeout": 29, "net.ipv4.tcp_keepalive_intvl": 29,
+	"net.ipv4.tcp_keepalive_probes": 29, "net.ipv4.tcp_rmem": 32, "net.ipv4.tcp_wmem": 32,
+	"net.ipv4.tcp_slow_start_after_idle": 37, "net.ipv4.tcp_notsent_lowat": 37,
+}
+
+safe := [s | m := safe_since[s]; m <= pss.minor]
 
 allowed := {s | s := object.get(pods.params, "allowedSysctls", safe)[_]}
 

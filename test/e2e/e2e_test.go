@@ -26,6 +26,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
@@ -146,6 +147,7 @@ func TestEndToEnd(t *testing.T) {
 	t.Run("PrivilegedEphemeralContainerDenied", e.ephemeralContainer)
 	t.Run("AuditReportsDryrunViolations", e.auditDryrun)
 	t.Run("UpdatesOfPodsAdmittedUnderDryrun", e.updatesAfterEnforcing)
+	t.Run("PodSecurityStandardsVersion", e.podSecurityVersion)
 	t.Run("ProviderDown", e.providerDown)
 }
 
@@ -816,6 +818,68 @@ func (e *e2e) updatesAfterEnforcing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// podSecurityVersion pins a Pod Security Standards constraint to a
+// version through the API server: the constraint's schema refuses a
+// malformed version, and Gatekeeper applies the rules of the version named.
+func (e *e2e) podSecurityVersion(t *testing.T) {
+	ctx := context.Background()
+	constraint := func(version string) *unstructured.Unstructured {
+		return &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "constraints.gatekeeper.sh/v1beta1", "kind": "MoatHostProbes",
+			"metadata": map[string]any{"name": "e2e-pss-host-probes"},
+			"spec": map[string]any{
+				"enforcementAction": "deny",
+				"match": map[string]any{
+					"kinds":      []any{map[string]any{"apiGroups": []any{""}, "kinds": []any{"Pod"}}},
+					"namespaces": []any{"dev"},
+				},
+				"parameters": map[string]any{"version": version},
+			},
+		}}
+	}
+	if _, err := e.apply.Apply(ctx, constraint("1.34")); err == nil || !strings.Contains(err.Error(), "spec.parameters.version") {
+		t.Fatalf("a constraint with version 1.34: %v, want refused by its schema", err)
+	}
+	c := constraint("v1.33")
+	if _, err := e.apply.Apply(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if r, err := e.apply.Resource(c); err == nil {
+			_ = r.Delete(ctx, c.GetName(), metav1.DeleteOptions{})
+		}
+	})
+	probing := func() *corev1.Pod {
+		p := healthyPod("dev", "probe-host", e.registry+"/never/pushed:v1")
+		p.Spec.Containers[0].ReadinessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{
+			TCPSocket: &corev1.TCPSocketAction{Host: "169.254.169.254", Port: intstr.FromInt32(80)}}}
+		return p
+	}
+	// The rule begins in 1.34: under v1.33 the constraint, once
+	// enforced, admits the pod; moved to v1.34 it denies it.
+	e.waitStatus(t, c, func(st map[string]any) bool {
+		pods, _ := st["byPod"].([]any)
+		return len(pods) > 0 && pods[0].(map[string]any)["enforced"] == true
+	})
+	if _, err := e.create(probing(), true); err != nil {
+		t.Fatalf("version v1.33: %v, want admitted", err)
+	}
+	if _, err := e.apply.Apply(ctx, constraint("v1.34")); err != nil {
+		t.Fatal(err)
+	}
+	err := cluster.Poll(ctx, 30*time.Second, func() error {
+		if _, err := e.create(probing(), true); err == nil || !strings.Contains(err.Error(), "e2e-pss-host-probes") {
+			return fmt.Errorf("version v1.34 does not deny yet: %v", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.create(probing(), true)
+	denied(t, "a probe with a host under v1.34", err, "must not set host: app")
 }
 
 func (e *e2e) providerDown(t *testing.T) {

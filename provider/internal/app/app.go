@@ -24,6 +24,7 @@ import (
 	"github.com/moat-dev/moat/provider/internal/scanremote"
 	"github.com/moat-dev/moat/provider/internal/scans"
 	"github.com/moat-dev/moat/provider/internal/server"
+	"github.com/moat-dev/moat/provider/internal/shared"
 	"github.com/moat-dev/moat/provider/internal/sigcheck"
 	"github.com/moat-dev/moat/provider/internal/vulndb"
 )
@@ -40,7 +41,9 @@ type Config struct {
 	Server   server.Options
 	Lookup   lookup.Options
 	Registry registry.Options
-	Certs    mtls.Files
+	// Shared is the tier the replicas share; off while its URL is empty.
+	Shared shared.Options
+	Certs  mtls.Files
 	Scan     ScanConfig
 	// Signatures is off while its trust names no key and no identity.
 	Signatures SignatureConfig
@@ -94,22 +97,39 @@ type App struct {
 	Scans      *checks.Service // nil when scanning is off
 	Signatures *checks.Service // nil when no signature is trusted
 	DB         *vulndb.DB      // the embedded scanner's database, or nil
+	Shared     *shared.Store   // nil without one
+	remote     *scanremote.Client
 	log        *slog.Logger
 	dbCfg      EngineConfig
 }
 
 // New wires a provider from cfg.
-func New(cfg Config, log *slog.Logger) (*App, error) {
+func New(cfg Config, log *slog.Logger) (_ *App, err error) {
 	m := metrics.New()
 	reg, err := registry.New(cfg.Registry, m)
 	if err != nil {
 		return nil, err
 	}
-	svc, err := lookup.New(cfg.Lookup, resolve.New(resolve.Options{}, reg, m), m, log)
-	if err != nil {
+	a := &App{Metrics: m, log: log, dbCfg: cfg.Scan.Engine}
+	defer func() {
+		if err != nil {
+			a.Close()
+		}
+	}()
+	var store checks.Store
+	if cfg.Shared.URL != "" {
+		if a.Shared, err = shared.Open(cfg.Shared, m.Shared, log); err != nil {
+			return nil, err
+		}
+		store = a.Shared
+		cfg.Lookup.Shared = store
+		cfg.Scan.Scans.Shared = store
+		cfg.Signatures.Checks.Shared = store
+	}
+	if a.Service, err = lookup.New(cfg.Lookup, resolve.New(resolve.Options{}, reg, m), m, log); err != nil {
 		return nil, err
 	}
-	a := &App{Service: svc, Metrics: m, log: log, dbCfg: cfg.Scan.Engine}
+	svc := a.Service
 	var scanner scan.Scanner
 	switch cfg.Scan.Mode {
 	case "", ScannerOff:
@@ -127,7 +147,8 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 		if err != nil {
 			return nil, fmt.Errorf("scanner client: %w", err)
 		}
-		scanner = scanremote.NewClient(cfg.Scan.RemoteURL, client.New(conf, cfg.Scan.Scans.Workers, cfg.Scan.Scans.ScanTimeout))
+		a.remote = scanremote.NewClient(cfg.Scan.RemoteURL, client.New(conf, cfg.Scan.Scans.Workers, cfg.Scan.Scans.ScanTimeout))
+		scanner = a.remote
 	default:
 		return nil, fmt.Errorf("scanner mode %q: want off, embedded or service", cfg.Scan.Mode)
 	}
@@ -174,8 +195,15 @@ func (a *App) Run(ctx context.Context, addr, opsAddr string) error {
 	if a.DB != nil {
 		go KeepDB(ctx, a.DB, a.dbCfg, a.log)
 	}
+	if a.remote != nil {
+		go a.remote.Watch(ctx, scannerWatch)
+	}
 	return a.Server.Run(ctx, addr, opsAddr)
 }
+
+// scannerWatch is how often a provider asks the scanner service which
+// database it scans with (scans tell it too).
+const scannerWatch = 30 * time.Second
 
 // Close stops the scans and closes the database.
 func (a *App) Close() {
@@ -187,6 +215,9 @@ func (a *App) Close() {
 	}
 	if a.DB != nil {
 		a.DB.Close()
+	}
+	if a.Shared != nil {
+		_ = a.Shared.Close()
 	}
 }
 

@@ -8,6 +8,8 @@ package checks
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -53,7 +55,24 @@ type Options struct {
 	// Timeout cancels a check that runs longer; it becomes Check.Failed.
 	Timeout   time.Duration
 	CacheSize int
+	// Shared is the tier the replicas share (package shared), or nil.
+	Shared Store
 }
+
+// Store is a tier the replicas of one install share: an outcome one
+// replica stored is the outcome of all of them, and a lease makes one
+// replica check a digest for all. Every failure of a Store reads as a miss.
+type Store interface {
+	Get(ctx context.Context, key string) (value []byte, left time.Duration, ok bool)
+	Set(ctx context.Context, key string, value []byte, ttl time.Duration)
+	// Lease takes key for ttl unless another holder has it (ok false);
+	// err is set when the store cannot say.
+	Lease(ctx context.Context, key string, ttl time.Duration) (release func(), ok bool, err error)
+}
+
+// leasePoll is how often a replica that waits for another's check looks
+// for its outcome.
+const leasePoll = 250 * time.Millisecond
 
 // Entry is an outcome (or a pending answer) as served. Never modified.
 type Entry struct {
@@ -133,6 +152,9 @@ func (s *Service) Get(ctx context.Context, image string, until time.Time) *Entry
 		}
 		return e
 	}
+	if e := s.fromShared(ctx, key); e != nil {
+		return e
+	}
 	j, full := s.start(image, key)
 	if j == nil {
 		return full
@@ -197,6 +219,17 @@ var errTimeout = errors.New("timed out")
 func (s *Service) run(j *job) {
 	s.metrics.Running.Inc()
 	defer s.metrics.Running.Dec()
+	version := s.check.Version()
+	if s.opts.Shared != nil {
+		e, release := s.awaitShared(version, j.key)
+		if e != nil {
+			s.publish(j, e, 0)
+			return
+		}
+		if release != nil {
+			defer release()
+		}
+	}
 	start := time.Now()
 	ctx, cancel := context.WithTimeoutCause(s.ctx, s.opts.Timeout, errTimeout)
 	defer cancel()
@@ -207,19 +240,104 @@ func (s *Service) run(j *job) {
 		s.metrics.Failures.WithLabelValues(o.Kind).Inc()
 	}
 	s.log.Info(s.name+" done", "image", j.image, "status", o.Status, "kind", o.Kind, "duration", time.Since(start).String())
-	j.entry = &Entry{Fragment: o.Fragment, version: o.Version}
-	if s.ctx.Err() == nil { // a check cut short by Close is not an outcome
-		ttl := o.TTL
-		if ttl <= 0 {
-			ttl = time.Second
-		}
-		s.cache.Add(j.key, j.entry, ttl, 0)
+	e := &Entry{Fragment: o.Fragment, version: o.Version}
+	if s.ctx.Err() != nil { // a check cut short by Close is not an outcome
+		s.publish(j, e, 0)
+		return
+	}
+	ttl := o.TTL
+	if ttl <= 0 {
+		ttl = time.Second
+	}
+	if o.Version != "" {
+		version = o.Version // the version the check ran under, if it says
+	}
+	if s.opts.Shared != nil && version != "" {
+		s.opts.Shared.Set(s.ctx, s.sharedKey(version, j.key), o.Fragment, ttl)
+	}
+	s.publish(j, e, ttl)
+}
+
+// publish caches e for ttl (not at all when 0), removes the job and wakes
+// its waiters.
+func (s *Service) publish(j *job, e *Entry, ttl time.Duration) {
+	j.entry = e
+	if ttl > 0 {
+		s.cache.Add(j.key, e, ttl, 0)
 	}
 	s.mu.Lock()
 	delete(s.jobs, j.key)
 	s.mu.Unlock()
 	close(j.done)
 }
+
+// sharedKey names the outcome of a check of digest under version (a
+// database, a policy, a trust): a new version never reads an outcome made
+// under the old one.
+func (s *Service) sharedKey(version, digest string) string {
+	v := sha256.Sum256([]byte(version))
+	return "check:" + strings.ReplaceAll(s.name, " ", "-") + ":" + hex.EncodeToString(v[:12]) + ":" + digest
+}
+
+// fromShared is the outcome another replica stored for digest under the
+// current version, cached here for what is left of its life; nil when there
+// is none (or no shared tier, or no version yet).
+func (s *Service) fromShared(ctx context.Context, digest string) *Entry {
+	return s.fromSharedAt(ctx, s.check.Version(), digest)
+}
+
+func (s *Service) fromSharedAt(ctx context.Context, v, digest string) *Entry {
+	if s.opts.Shared == nil || v == "" {
+		return nil
+	}
+	frag, left, ok := s.opts.Shared.Get(ctx, s.sharedKey(v, digest))
+	if !ok {
+		return nil
+	}
+	e := &Entry{Fragment: frag, version: v}
+	s.cache.Add(digest, e, left, 0)
+	return e
+}
+
+// awaitShared makes one replica check digest for all: it returns the
+// outcome another replica stored, or the release of the lease this replica
+// took to check it (nil when the shared tier cannot be used: the check then
+// runs here). While another replica holds the lease it waits for that
+// replica's outcome, and takes the lease over when it expires (a replica
+// that died).
+func (s *Service) awaitShared(v, digest string) (*Entry, func()) {
+	if v == "" {
+		return nil, nil
+	}
+	key := s.sharedKey(v, digest)
+	for {
+		if e := s.fromSharedAt(s.ctx, v, digest); e != nil {
+			return e, nil
+		}
+		release, ok, err := s.opts.Shared.Lease(s.ctx, key, s.opts.Timeout+leaseMargin)
+		if err != nil {
+			return nil, nil
+		}
+		if ok {
+			// The holder before may have stored its outcome and let go
+			// between the two calls.
+			if e := s.fromSharedAt(s.ctx, v, digest); e != nil {
+				release()
+				return e, nil
+			}
+			return nil, release
+		}
+		select {
+		case <-s.ctx.Done():
+			return nil, nil
+		case <-time.After(leasePoll):
+		}
+	}
+}
+
+// leaseMargin outlives the check's timeout, so a lease ends only after its
+// holder has stored an outcome or died.
+const leaseMargin = 10 * time.Second
 
 // runCheck runs the check, but returns at the timeout even if the check
 // does not: a check that ignores its context keeps its goroutine, not the

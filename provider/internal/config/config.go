@@ -15,6 +15,8 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/moat-dev/moat/provider/internal/shared"
 )
 
 // UsageError is a setting that cannot be used: its message names the flag.
@@ -162,6 +164,41 @@ func (g *Registry) register(r *rules) {
 	r.count(&g.Concurrency, "registry-concurrency", 32, "", "most requests in flight to one registry host, until its response headers arrive")
 	r.fs.StringVar(&g.ConfigFile, "registry-config", "", "docker config file with registry credentials (config.json or a mounted .dockerconfigjson); empty: only the default keychain")
 	r.fs.Var(&g.Insecure, "insecure-registries", "comma-separated registry hosts (host:port) that may be reached over plain HTTP; no other host is")
+}
+
+// Redis is the shared tier the replicas of an install share (package
+// shared); off while URL is empty.
+type Redis struct {
+	URL, PasswordFile, CA, Cert, Key, Prefix, MACKeyFile string
+	Budget                                               time.Duration
+}
+
+func (g *Redis) register(r *rules) {
+	r.fs.StringVar(&g.URL, "redis-url", "", "Redis (or Valkey) the replicas share answers through: redis://host:6379 or rediss://host:6380; empty: each replica keeps its own")
+	r.fs.StringVar(&g.PasswordFile, "redis-password-file", "", "file holding the Redis password (a password in --redis-url is refused)")
+	r.fs.StringVar(&g.CA, "redis-ca", "", "CA of a rediss:// server's certificate; empty: the system's roots")
+	r.fs.StringVar(&g.Cert, "redis-cert", "", "client certificate for a rediss:// server that asks for one")
+	r.fs.StringVar(&g.Key, "redis-key", "", "its private key")
+	r.fs.StringVar(&g.Prefix, "redis-prefix", "moat:", "start of every key, so installs can share one server")
+	r.fs.StringVar(&g.MACKeyFile, "redis-mac-key-file", "", "file holding the secret (32 bytes or more) every stored value is authenticated with; the same for every replica")
+	r.duration(&g.Budget, "redis-budget", 30*time.Millisecond, "", "longest one Redis call may take; past it Moat answers from what it has")
+	r.add("redis-url", func() error {
+		if g.URL == "" {
+			if g.PasswordFile != "" || g.CA != "" || g.Cert != "" || g.Key != "" || g.MACKeyFile != "" {
+				return usagef("--redis-password-file, --redis-ca, --redis-cert, --redis-key and --redis-mac-key-file need --redis-url")
+			}
+			return nil
+		}
+		if g.MACKeyFile == "" {
+			return usagef("--redis-url needs --redis-mac-key-file: values in Redis are trusted only under a key the replicas hold")
+		}
+		return nil
+	})
+}
+
+func (g Redis) options() shared.Options {
+	return shared.Options{URL: g.URL, PasswordFile: g.PasswordFile, CAFile: g.CA, CertFile: g.Cert, KeyFile: g.Key,
+		Prefix: g.Prefix, MACKeyFile: g.MACKeyFile, Budget: g.Budget}
 }
 
 // Log is the log format and level.

@@ -39,6 +39,7 @@ type Serve struct {
 	StaleWhileRevalidate time.Duration
 	ResolveTimeout       time.Duration
 	Registry             Registry
+	Redis                Redis
 
 	ShutdownDelay   time.Duration
 	ShutdownTimeout time.Duration
@@ -96,6 +97,7 @@ func NewServe(fs *flag.FlagSet) *Serve {
 	r.duration(&s.StaleWhileRevalidate, "stale-while-revalidate", 0, "off", "serve an expired digest this much longer while a refresh runs")
 	r.duration(&s.ResolveTimeout, "resolve-timeout", 10*time.Second, "", "longest one digest resolution may take, retries included; it may outlive the request")
 	s.Registry.register(r)
+	s.Redis.register(r)
 
 	r.duration(&s.ShutdownDelay, "shutdown-delay", 0, "close at once", "after SIGTERM, keep serving (not ready) this long before closing listeners")
 	r.duration(&s.ShutdownTimeout, "shutdown-timeout", 25*time.Second, "", "longest to wait for in-flight requests on shutdown")
@@ -195,6 +197,7 @@ func (s *Serve) App(version string) app.Config {
 			ResolveTimeout:       s.ResolveTimeout,
 		},
 		Registry: s.Registry.options(version),
+		Shared:   s.Redis.options(),
 		Certs:    mtls.Files{Cert: s.TLS.Cert, Key: s.TLS.Key, ClientCA: s.TLS.ClientCA},
 		Scan: app.ScanConfig{
 			Mode: s.Scanner,

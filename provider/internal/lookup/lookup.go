@@ -9,7 +9,9 @@ package lookup
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"strings"
 	"log/slog"
 	"slices"
 	"sync/atomic"
@@ -44,6 +46,9 @@ type Options struct {
 	StaleWhileRevalidate time.Duration
 	// ResolveTimeout bounds one resolution, which may outlive the request.
 	ResolveTimeout time.Duration
+	// Shared is the tier the replicas share (package shared), or nil: a
+	// digest one replica resolved is every replica's for DigestTTL.
+	Shared checks.Store
 }
 
 // Answer is the pre-encoded answer for one key, shared by every request
@@ -298,6 +303,10 @@ func (s *Service) resolveFunc(k string, ref reference.Ref, refresh bool) func() 
 		}()
 		ctx, cancel := context.WithTimeout(context.Background(), s.opts.ResolveTimeout)
 		defer cancel()
+		if a, left := s.sharedDigest(ctx, ref); a != nil {
+			s.cache.Add(k, a, left, s.opts.StaleWhileRevalidate)
+			return a, nil
+		}
 		start := s.now()
 		res, err := s.resolver.Resolve(ctx, ref)
 		var a *Answer
@@ -317,11 +326,66 @@ func (s *Service) resolveFunc(k string, ref reference.Ref, refresh bool) func() 
 		} else {
 			s.metrics.Resolutions.WithLabelValues("resolved").Inc()
 			s.log.Debug("digest resolved", "reference", ref.String(), "digest", res.Digest, "duration", s.now().Sub(start).String())
-			a = resolvedAnswer(ref, res, s.now())
+			at := s.now()
+			a = resolvedAnswer(ref, res, at)
+			s.storeDigest(ctx, ref, res, at)
 		}
 		s.cache.Add(k, a, s.ttl(a), s.opts.StaleWhileRevalidate)
 		return a, nil
 	}
+}
+
+// sharedDigest is the resolution another replica stored for ref, and what
+// is left of its life; nil when there is none.
+func (s *Service) sharedDigest(ctx context.Context, ref reference.Ref) (*Answer, time.Duration) {
+	if s.opts.Shared == nil {
+		return nil, 0
+	}
+	b, left, ok := s.opts.Shared.Get(ctx, "digest:"+ref.String())
+	if !ok {
+		return nil, 0
+	}
+	var d sharedResolution
+	if err := json.Unmarshal(b, &d); err != nil || !validDigest(d.Digest) {
+		s.log.Warn("shared state: a stored digest is ignored", "reference", ref.String())
+		return nil, 0
+	}
+	at, err := time.Parse(time.RFC3339, d.ResolvedAt)
+	if err != nil {
+		return nil, 0
+	}
+	s.metrics.Resolutions.WithLabelValues("shared").Inc()
+	return resolvedAnswer(ref, resolve.Result{Digest: d.Digest, MediaType: d.MediaType}, at), left
+}
+
+// storeDigest shares a resolution for DigestTTL.
+func (s *Service) storeDigest(ctx context.Context, ref reference.Ref, res resolve.Result, at time.Time) {
+	if s.opts.Shared == nil {
+		return
+	}
+	b, err := json.Marshal(sharedResolution{Digest: res.Digest, MediaType: res.MediaType, ResolvedAt: at.UTC().Format(time.RFC3339)})
+	if err == nil {
+		s.opts.Shared.Set(ctx, "digest:"+ref.String(), b, s.opts.DigestTTL)
+	}
+}
+
+// sharedResolution is a resolution as the replicas share it.
+type sharedResolution struct {
+	Digest     string `json:"digest"`
+	MediaType  string `json:"mediaType,omitempty"`
+	ResolvedAt string `json:"resolvedAt"`
+}
+
+func validDigest(d string) bool {
+	if len(d) != len("sha256:")+64 || !strings.HasPrefix(d, "sha256:") {
+		return false
+	}
+	for _, c := range d[len("sha256:"):] {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 func resolvedAnswer(ref reference.Ref, res resolve.Result, at time.Time) *Answer {

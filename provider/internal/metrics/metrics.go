@@ -34,6 +34,36 @@ type Metrics struct {
 	// Scans and Signatures are the two kinds of checks (package checks).
 	Scans      *CheckMetrics
 	Signatures *CheckMetrics
+
+	// Shared is the shared tier's (package shared).
+	Shared *SharedMetrics
+}
+
+// SharedMetrics are the shared tier's collectors (package shared).
+type SharedMetrics struct {
+	Calls       *prometheus.CounterVec   // op, result
+	Duration    *prometheus.HistogramVec // op
+	Rejected    prometheus.Counter
+	BreakerOpen prometheus.Gauge
+}
+
+func newSharedMetrics() *SharedMetrics {
+	return &SharedMetrics{
+		Calls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "moat_shared_calls_total",
+			Help: "Calls to the shared tier (Redis) by op (get, set, lease, release) and result (hit, miss, ok, error, skipped while the breaker is open).",
+		}, []string{"op", "result"}),
+		Duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "moat_shared_call_duration_seconds", Help: "Time a call to the shared tier took, by op.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1},
+		}, []string{"op"}),
+		Rejected: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "moat_shared_rejected_total", Help: "Values read from the shared tier and ignored: not authentic under the MAC key, malformed or expired.",
+		}),
+		BreakerOpen: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "moat_shared_breaker_open", Help: "1 while the shared tier is skipped because Redis is unreachable, else 0.",
+		}),
+	}
 }
 
 // CheckMetrics are one kind of check's collectors (see package checks).
@@ -125,6 +155,8 @@ func New() *Metrics {
 	reg.MustRegister(m.Scans.collectors()...)
 	m.Signatures = newCheckMetrics("moat_signature_checks", "Signature checks")
 	reg.MustRegister(m.Signatures.collectors()...)
+	m.Shared = newSharedMetrics()
+	reg.MustRegister(m.Shared.Calls, m.Shared.Duration, m.Shared.Rejected, m.Shared.BreakerOpen)
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

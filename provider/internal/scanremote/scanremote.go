@@ -4,6 +4,8 @@
 //
 //	POST /v1/scan {"image": "registry/repo@sha256:…"}
 //	200 {"result": {...}}  or  4xx/5xx {"error": "...", "kind": "..."}
+//	GET /v1/database
+//	200 {"database": "..."}
 //
 // Every response carries the database the scanner uses now in the
 // Moat-Scanner-Database header.
@@ -44,8 +46,11 @@ type response struct {
 func Handler(s scan.Scanner, workers int, log *slog.Logger) http.Handler {
 	slots := make(chan struct{}, max(workers, 1))
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/database", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]string{"database": s.Database()})
+	})
 	mux.HandleFunc("POST /v1/scan", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set(DatabaseHeader, s.Database())
 		var req request
 		if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&req); err != nil || req.Image == "" {
 			reply(w, http.StatusBadRequest, response{Error: `want a JSON body {"image": "registry/repo@sha256:…"}`, Kind: "unsupported"})
@@ -68,7 +73,10 @@ func Handler(s scan.Scanner, workers int, log *slog.Logger) http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusNotFound, response{Error: fmt.Sprintf("no endpoint %s %s: use POST /v1/scan", r.Method, r.URL.Path), Kind: "unsupported"})
 	})
-	return mux
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set(DatabaseHeader, s.Database())
+		mux.ServeHTTP(w, r)
+	})
 }
 
 func reply(w http.ResponseWriter, code int, r response) {
@@ -79,6 +87,7 @@ func reply(w http.ResponseWriter, code int, r response) {
 
 // Client is a Scanner that calls a scanner service.
 type Client struct {
+	base string
 	url  string
 	http *http.Client
 	db   atomic.Pointer[string]
@@ -87,7 +96,7 @@ type Client struct {
 // NewClient calls the scanner service at base ("https://host:port") with c,
 // whose TLS configuration carries the provider's client certificate.
 func NewClient(base string, c *http.Client) *Client {
-	return &Client{url: base + "/v1/scan", http: c}
+	return &Client{base: base, url: base + "/v1/scan", http: c}
 }
 
 // Database is the scanner's database as its last answer named it.
@@ -96,6 +105,28 @@ func (c *Client) Database() string {
 		return *p
 	}
 	return ""
+}
+
+// Watch asks the service for its database now and then every `every`, until
+// ctx ends: the providers' reports are keyed by it (a report is shared only
+// under a known database), and scans tell it too.
+func (c *Client) Watch(ctx context.Context, every time.Duration) {
+	for {
+		if req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/v1/database", nil); err == nil {
+			if resp, err := c.http.Do(req); err == nil {
+				if db := resp.Header.Get(DatabaseHeader); db != "" {
+					c.db.Store(&db)
+				}
+				_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
+				resp.Body.Close()
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(every):
+		}
+	}
 }
 
 // Scan asks the service to scan image and waits for the result.

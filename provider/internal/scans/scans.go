@@ -5,6 +5,9 @@ package scans
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"time"
@@ -28,6 +31,8 @@ type Options struct {
 	FailedTTL time.Duration
 	CacheSize int
 	Policy    scan.Policy
+	// Shared is the tier the replicas share, or nil.
+	Shared checks.Store
 }
 
 // DefaultOptions are the defaults of `moat serve`.
@@ -41,14 +46,30 @@ func New(opts Options, s scan.Scanner, m *metrics.Metrics, log *slog.Logger) (*c
 	if err := opts.Policy.Validate(); err != nil {
 		return nil, err
 	}
-	return checks.New("scan", checks.Options{Workers: opts.Workers, QueueSize: opts.QueueSize, Timeout: opts.ScanTimeout, CacheSize: opts.CacheSize},
-		check{scanner: s, opts: opts},
+	policy, err := json.Marshal(opts.Policy)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(policy)
+	return checks.New("scan", checks.Options{Workers: opts.Workers, QueueSize: opts.QueueSize, Timeout: opts.ScanTimeout, CacheSize: opts.CacheSize, Shared: opts.Shared},
+		check{scanner: s, opts: opts, policy: hex.EncodeToString(sum[:8])},
 		m.Scans, log)
 }
 
 type check struct {
 	scanner scan.Scanner
 	opts    Options
+	// policy identifies the scan policy: a report is the database's
+	// findings judged by it, so both make its version.
+	policy string
+}
+
+// version of a report made with database db.
+func (c check) version(db string) string {
+	if db == "" {
+		return ""
+	}
+	return db + " policy:" + c.policy
 }
 
 func (c check) Run(ctx context.Context, image string) checks.Outcome {
@@ -61,7 +82,7 @@ func (c check) Run(ctx context.Context, image string) checks.Outcome {
 		return c.Failed(image, err)
 	}
 	r := c.opts.Policy.Judge(res)
-	return checks.Outcome{Fragment: r.Fragment(), TTL: c.opts.ReportTTL, Version: res.Scanner.DB.ID, Status: r.Status}
+	return checks.Outcome{Fragment: r.Fragment(), TTL: c.opts.ReportTTL, Version: c.version(res.Scanner.DB.ID), Status: r.Status}
 }
 
 func (c check) Failed(_ string, err error) checks.Outcome {
@@ -79,4 +100,4 @@ func (c check) Pending(reason string) []byte {
 	return r.Fragment()
 }
 
-func (c check) Version() string { return c.scanner.Database() }
+func (c check) Version() string { return c.version(c.scanner.Database()) }

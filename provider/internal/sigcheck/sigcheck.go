@@ -7,8 +7,10 @@ package sigcheck
 import (
 	"context"
 	"crypto"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -67,6 +69,8 @@ type Verifier struct {
 	opts Options
 	// trusts are tried in order: each key, then the keyless identities.
 	trusts []trust
+	// fingerprint identifies the trust (Check.Version).
+	fingerprint string
 }
 
 // trust is one way a signature can verify: cosign's options for it, and
@@ -78,6 +82,7 @@ type trust struct {
 
 // New loads the trust and returns a Verifier.
 func New(opts Options) (*Verifier, error) {
+	var err0 error
 	t := opts.Trust
 	if len(t.KeyFiles) == 0 && len(t.Identities) == 0 {
 		return nil, errors.New("signatures: configure at least one public key or keyless identity")
@@ -89,6 +94,9 @@ func New(opts Options) (*Verifier, error) {
 		return nil, errors.New("signatures: no registry client")
 	}
 	v := &Verifier{opts: opts}
+	if v.fingerprint, err0 = fingerprint(t); err0 != nil {
+		return nil, err0
+	}
 	base := cosign.CheckOpts{ClaimVerifier: cosign.SimpleClaimVerifier, IgnoreTlog: t.IgnoreTlog, IgnoreSCT: t.CTLogKey == ""}
 	var err error
 	if t.RekorKey != "" {
@@ -359,5 +367,29 @@ func (c Check) Pending(reason string) []byte {
 	return answer.Signature{Status: answer.Pending, Reason: reason}.Fragment()
 }
 
-// Version is empty: the trust is fixed for the life of the process.
-func (c Check) Version() string { return "" }
+// Version is the trust's fingerprint: replicas that share results must
+// trust the same signers.
+func (c Check) Version() string { return c.V.fingerprint }
+
+// fingerprint digests the trust: its settings and the files they name, so
+// a key rotated under the same file name is another trust.
+func fingerprint(t Trust) (string, error) {
+	h := sha256.New()
+	settings, err := json.Marshal(t)
+	if err != nil {
+		return "", err
+	}
+	h.Write(settings)
+	for _, f := range append(append([]string{}, t.KeyFiles...), t.FulcioRoots, t.RekorKey, t.CTLogKey) {
+		if f == "" {
+			continue
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return "", fmt.Errorf("signatures: %w", err)
+		}
+		fmt.Fprintf(h, "%d:", len(b))
+		h.Write(b)
+	}
+	return "trust:" + hex.EncodeToString(h.Sum(nil)[:16]), nil
+}

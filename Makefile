@@ -11,10 +11,13 @@ FUZZTIME  ?= 100000x
 BENCHTIME ?= 5s
 HELM      := $(GO) tool -modfile=tools/helm/go.mod helm
 
-.PHONY: help build run run-check test unit e2e fuzz lint policy chart-policy generate bench image clean
+.PHONY: help deps build run run-check test unit e2e fuzz lint policy chart-policy generate bench image clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+deps: ## the Debian packages the tests need (redis-server), pinned; installed when missing
+	./hack/deps.sh
 
 build: ## build bin/moat (static)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./provider/cmd/moat
@@ -25,16 +28,16 @@ run: build ## dev certificates, a local registry with sample images, moat serve,
 run-check: build ## run `make run` once, non-interactively, and fail if any step fails
 	MOAT_RUN_ONCE=1 MOAT_REGISTRY_PORT=15001 MOAT_PORT=18443 MOAT_METRICS_PORT=18080 ./hack/run.sh
 
-test: lint unit fuzz policy chart-policy run-check e2e ## everything CI runs
+test: deps lint unit fuzz policy chart-policy run-check e2e ## everything CI runs
 
-unit: ## unit, integration and Gatekeeper-client tests
+unit: deps ## unit, integration and Gatekeeper-client tests
 	$(GO) test -race -count=1 ./provider/...
 	$(GO) test -count=1 -timeout 30m $(shell $(GO) list ./test/... | grep -v /test/e2e)
 	cd tools/helm && $(GO) test -count=1 ./...
 
 # The first run builds kube-apiserver, kube-controller-manager, etcd and Gatekeeper into
 # $(MOAT_E2E_CACHE) (default ~/.cache/moat-e2e): about eight minutes cold, then reused.
-e2e: ## end to end: a real API server, controller manager, etcd and Gatekeeper, with moat serve (test/e2e)
+e2e: deps ## end to end: a real API server, controller manager, etcd and Gatekeeper, with moat serve (test/e2e)
 	$(GO) test -count=1 -timeout 40m -v ./test/e2e/
 
 fuzz: ## each fuzz target for FUZZTIME executions (default 100000x; FUZZTIME=20000000x for a longer run)

@@ -44,7 +44,7 @@ type Config struct {
 	// Shared is the tier the replicas share; off while its URL is empty.
 	Shared shared.Options
 	Certs  mtls.Files
-	Scan     ScanConfig
+	Scan   ScanConfig
 	// Signatures is off while its trust names no key and no identity.
 	Signatures SignatureConfig
 }

@@ -11,9 +11,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strings"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 

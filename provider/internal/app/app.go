@@ -196,6 +196,14 @@ func (a *App) Run(ctx context.Context, addr, opsAddr string) error {
 		go KeepDB(ctx, a.DB, a.dbCfg, a.log)
 	}
 	if a.remote != nil {
+		// Before serving, so that answers after a restart find the reports
+		// of the scanner's database at once; an unreachable scanner costs
+		// no more than a few seconds here.
+		first, cancel := context.WithTimeout(ctx, 3*time.Second)
+		if err := a.remote.Refresh(first); err != nil {
+			a.log.Warn("the scanner service does not say which database it scans with yet", "error", err.Error())
+		}
+		cancel()
 		go a.remote.Watch(ctx, scannerWatch)
 	}
 	return a.Server.Run(ctx, addr, opsAddr)

@@ -254,6 +254,7 @@ func (s *Service) run(j *job) {
 	}
 	if s.opts.Shared != nil && version != "" {
 		s.opts.Shared.Set(s.ctx, s.sharedKey(version, j.key), o.Fragment, ttl)
+		s.opts.Shared.Set(s.ctx, s.versionKey(), []byte(version), versionTTL)
 	}
 	s.publish(j, e, ttl)
 }
@@ -279,11 +280,33 @@ func (s *Service) sharedKey(version, digest string) string {
 	return "check:" + strings.ReplaceAll(s.name, " ", "-") + ":" + hex.EncodeToString(v[:12]) + ":" + digest
 }
 
+// versionKey names the version the replicas last stored an outcome under:
+// a replica that does not know its own yet (its database still loading)
+// reads theirs, so a restart answers at once with the reports made before.
+func (s *Service) versionKey() string {
+	return "check:" + strings.ReplaceAll(s.name, " ", "-") + ":version"
+}
+
+// versionTTL keeps the pointer well past any outcome's life.
+const versionTTL = 7 * 24 * time.Hour
+
 // fromShared is the outcome another replica stored for digest under the
-// current version, cached here for what is left of its life; nil when there
-// is none (or no shared tier, or no version yet).
+// current version (or, while this replica has none yet, the replicas'
+// last), cached here for what is left of its life; nil when there is none
+// or no shared tier.
 func (s *Service) fromShared(ctx context.Context, digest string) *Entry {
-	return s.fromSharedAt(ctx, s.check.Version(), digest)
+	if s.opts.Shared == nil {
+		return nil
+	}
+	v := s.check.Version()
+	if v == "" {
+		b, _, ok := s.opts.Shared.Get(ctx, s.versionKey())
+		if !ok {
+			return nil
+		}
+		v = string(b)
+	}
+	return s.fromSharedAt(ctx, v, digest)
 }
 
 func (s *Service) fromSharedAt(ctx context.Context, v, digest string) *Entry {

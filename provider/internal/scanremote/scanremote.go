@@ -107,25 +107,35 @@ func (c *Client) Database() string {
 	return ""
 }
 
-// Watch asks the service for its database now and then every `every`, until
-// ctx ends: the providers' reports are keyed by it (a report is shared only
-// under a known database), and scans tell it too.
+// Refresh asks the service which database it scans with: the providers'
+// reports are keyed by it (a report is shared only under a known database).
+// Scans tell it too.
+func (c *Client) Refresh(ctx context.Context) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/v1/database", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if db := resp.Header.Get(DatabaseHeader); db != "" {
+		c.db.Store(&db)
+	}
+	_, err = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
+	return err
+}
+
+// Watch refreshes every `every` until ctx ends.
 func (c *Client) Watch(ctx context.Context, every time.Duration) {
 	for {
-		if req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/v1/database", nil); err == nil {
-			if resp, err := c.http.Do(req); err == nil {
-				if db := resp.Header.Get(DatabaseHeader); db != "" {
-					c.db.Store(&db)
-				}
-				_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
-				resp.Body.Close()
-			}
-		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(every):
 		}
+		_ = c.Refresh(ctx)
 	}
 }
 

@@ -100,10 +100,14 @@ func Open(opts Options, m *metrics.SharedMetrics, log *slog.Logger) (*Store, err
 	if len(key) < 32 {
 		return nil, fmt.Errorf("--redis-mac-key-file: the key has %d bytes; want 32 or more (e.g. head -c 32 /dev/urandom | base64)", len(key))
 	}
-	// One attempt per call, each step inside the budget: a slow or stopped
-	// server costs the budget, never more.
+	// One attempt per call, each inside the budget: a slow or stopped
+	// server costs the budget, never more. Connections are kept warm, so a
+	// call rarely pays a dial (a TLS handshake may take longer than the
+	// budget: it then happens in the background).
 	ro.MaxRetries = -1
-	ro.DialTimeout, ro.ReadTimeout, ro.WriteTimeout, ro.PoolTimeout = opts.Budget, opts.Budget, opts.Budget, opts.Budget
+	ro.ReadTimeout, ro.WriteTimeout, ro.PoolTimeout = opts.Budget, opts.Budget, opts.Budget
+	ro.DialTimeout = max(opts.Budget, 2*time.Second)
+	ro.MinIdleConns = 2
 	ro.ContextTimeoutEnabled = true
 	ro.DisableIdentity = true // no CLIENT SETINFO: managed servers may refuse it
 	return &Store{

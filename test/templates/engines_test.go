@@ -191,6 +191,10 @@ func TestEnginesAgreeOnGeneratedPods(t *testing.T) {
 	// Agreement proves something only where the generator makes pods on
 	// both sides of every constraint.
 	for _, c := range constraints {
+		// A constraint at a version before its rule existed never violates.
+		if violated[c] == 0 && strings.HasSuffix(c, "-has-no-such-rule") {
+			continue
+		}
 		if violated[c] == 0 || violated[c] == n {
 			t.Errorf("constraint %s is violated by %d of %d generated pods; extend the generator so both sides occur", c, violated[c], n)
 		}

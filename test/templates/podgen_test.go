@@ -84,7 +84,14 @@ func randomPod(r *rand.Rand, i int) map[string]any {
 				if r.IntN(2) == 0 {
 					ann["container.apparmor.security.beta.kubernetes.io/"+c.(map[string]any)["name"].(string)] = pick(r, "runtime/default", "unconfined", "localhost/p", "")
 				}
+				// the seccomp annotations, judged by versions before 1.19
+				if r.IntN(3) == 0 {
+					ann["container.seccomp.security.alpha.kubernetes.io/"+c.(map[string]any)["name"].(string)] = pick(r, "runtime/default", "docker/default", "unconfined", "localhost/p", "")
+				}
 			}
+		}
+		if r.IntN(3) == 0 {
+			ann["seccomp.security.alpha.kubernetes.io/pod"] = pick(r, "runtime/default", "unconfined", "localhost/p")
 		}
 		meta["annotations"] = ann
 	}

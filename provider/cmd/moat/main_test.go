@@ -95,6 +95,7 @@ func TestUsageErrors(t *testing.T) {
 type serveProc struct {
 	cmd  *exec.Cmd
 	url  string
+	ops  string // http://host:port of /metrics
 	logs *testenv.SyncBuffer
 	done chan error
 }
@@ -122,15 +123,18 @@ func startMoat(t *testing.T, command, certDir string, extra ...string) *servePro
 		t.Fatal(err)
 	}
 	s := &serveProc{cmd: cmd, logs: &testenv.SyncBuffer{}, done: make(chan error, 1)}
-	addr := make(chan string, 1)
+	addr := make(chan [2]string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			line := sc.Text()
 			_, _ = s.logs.Write([]byte(line + "\n"))
-			var rec struct{ Msg, Addr string }
+			var rec struct {
+				Msg, Addr string
+				OpsAddr   string `json:"opsAddr"`
+			}
 			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "serving" {
-				addr <- rec.Addr
+				addr <- [2]string{rec.Addr, rec.OpsAddr}
 			}
 		}
 		s.done <- cmd.Wait()
@@ -138,7 +142,7 @@ func startMoat(t *testing.T, command, certDir string, extra ...string) *servePro
 	t.Cleanup(func() { _ = cmd.Process.Kill() })
 	select {
 	case a := <-addr:
-		s.url = "https://" + a
+		s.url, s.ops = "https://"+a[0], "http://"+a[1]
 	case <-time.After(20 * time.Second):
 		t.Fatalf("moat %s did not start: %s", command, s.logs)
 	}

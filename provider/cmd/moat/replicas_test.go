@@ -1,0 +1,338 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/moat-dev/moat/provider/internal/client"
+	"github.com/moat-dev/moat/provider/internal/devregistry"
+	"github.com/moat-dev/moat/provider/internal/samples"
+	"github.com/moat-dev/moat/provider/testenv"
+	"github.com/moat-dev/moat/provider/testenv/answertest"
+)
+
+// replicas is two `moat serve` processes and one `moat scanner` sharing
+// one real redis-server, and a registry that counts blob downloads.
+type replicas struct {
+	t        *testing.T
+	dir      string
+	host     string
+	redis    *testenv.Redis
+	scanner  string
+	args     []string
+	a, b     *serveProc
+	c        *http.Client
+	mu       sync.Mutex
+	blobGETs map[string]int
+}
+
+func startReplicas(t *testing.T, extra ...string) *replicas {
+	r := &replicas{t: t, dir: devCerts(t), blobGETs: map[string]int{}}
+	reg := devregistry.New()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.Method == http.MethodGet && strings.Contains(req.URL.Path, "/blobs/") {
+			r.mu.Lock()
+			r.blobGETs[req.URL.Path]++
+			r.mu.Unlock()
+		}
+		reg.ServeHTTP(w, req)
+	}))
+	t.Cleanup(srv.Close)
+	r.host = strings.TrimPrefix(srv.URL, "http://")
+	db := filepath.Join(t.TempDir(), "vulnerability.db")
+	if err := samples.WriteDB(db); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.scanner = ln.Addr().String()
+	ln.Close()
+	startMoat(t, "scanner", r.dir, "--addr", r.scanner, "--db-path", db,
+		"--db-dir", filepath.Join(t.TempDir(), "vulndb"), "--insecure-registries", r.host)
+	r.redis = testenv.StartRedis(t, "--maxmemory", "64mb", "--maxmemory-policy", "noeviction")
+	r.args = append([]string{"--insecure-registries", r.host, "--scanner", "service",
+		"--scanner-url", "https://" + r.scanner, "--scanner-ca", filepath.Join(r.dir, "ca.crt"),
+		"--scanner-cert", filepath.Join(r.dir, "client.crt"), "--scanner-key", filepath.Join(r.dir, "client.key"),
+		"--scan-failed-ttl", "1s"}, append(r.redis.Args("moat:"), extra...)...)
+	r.a, r.b = r.start(), r.start()
+	r.c = certClient(t, r.dir)
+	r.c.Timeout = 3 * time.Second // the validation Provider's timeout in the chart
+	return r
+}
+
+func (r *replicas) start() *serveProc { return startServe(r.t, r.dir, r.args...) }
+
+// value asks p about key once.
+func (r *replicas) value(p *serveProc, key string) (json.RawMessage, error) {
+	resp, _, err := client.Lookup(context.Background(), r.c, p.url+"/validate", []string{key})
+	if err != nil {
+		return nil, err
+	}
+	if resp.Response.SystemError != "" || len(resp.Response.Items) != 1 {
+		return nil, fmt.Errorf("%s: system error %q, %d items", key, resp.Response.SystemError, len(resp.Response.Items))
+	}
+	it := resp.Response.Items[0]
+	if it.Error != "" {
+		return nil, fmt.Errorf("%s: %s", key, it.Error)
+	}
+	return it.Value, nil
+}
+
+// status waits until p answers key with one of want.
+func (r *replicas) status(p *serveProc, key string, want ...string) json.RawMessage {
+	r.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		v, err := r.value(p, key)
+		if err == nil {
+			a := answertest.Check(r.t, v)
+			for _, w := range want {
+				if a.Scan != nil && a.Status == w {
+					return v
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			r.t.Fatalf("%s at %s: %s (%v), want %v", key, p.url, v, err, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// scanFields is an answer without its resolution: what the scan says.
+func scanFields(t *testing.T, v json.RawMessage) string {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(v, &m); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"schema", "reference", "digest", "pinned", "mediaType", "resolvedAt"} {
+		delete(m, k)
+	}
+	b, _ := json.Marshal(m)
+	return string(b)
+}
+
+func scansDone(p *serveProc) int {
+	return strings.Count(p.logs.String(), `"msg":"scan done"`)
+}
+
+func metric(t *testing.T, p *serveProc, name string) float64 {
+	t.Helper()
+	resp, err := http.Get(p.ops + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` (\S+)$`).FindSubmatch(body)
+	if m == nil {
+		return 0
+	}
+	f, _ := strconv.ParseFloat(string(m[1]), 64)
+	return f
+}
+
+// Two replicas behind one Service: 200 concurrent lookups of a new image,
+// split across both, start one scan; both then answer the same report, and
+// so does a replica restarted afterwards, at its first lookup.
+func TestReplicasShareOneScanAndRememberItAcrossRestarts(t *testing.T) {
+	r := startReplicas(t)
+	img := pushSample(t, r.host, "app/critical:1", "critical")
+
+	var wg sync.WaitGroup
+	errs := make(chan error, 200)
+	for i := range 200 {
+		p := r.a
+		if i%2 == 1 {
+			p = r.b
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := r.value(p, img); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("a lookup failed: %v", err)
+	}
+	va := r.status(r.a, img, "rejected")
+	vb := r.status(r.b, img, "rejected")
+	if fa, fb := scanFields(t, va), scanFields(t, vb); fa != fb {
+		t.Errorf("the replicas' scan fields differ:\n%s\n%s", fa, fb)
+	}
+	if n := scansDone(r.a) + scansDone(r.b); n != 1 {
+		t.Errorf("%d scans for one image across two replicas, want 1", n)
+	}
+	r.mu.Lock()
+	for path, n := range r.blobGETs {
+		if n != 1 {
+			t.Errorf("blob %s downloaded %d times, want once (one pull)", path, n)
+		}
+	}
+	if len(r.blobGETs) == 0 {
+		t.Error("the registry served no blob: nothing was scanned")
+	}
+	r.mu.Unlock()
+
+	// A restarted replica answers its first lookup with the report.
+	_ = r.a.cmd.Process.Kill()
+	<-r.a.done
+	r.a = r.start()
+	v, err := r.value(r.a, img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := answertest.Check(t, v); a.Scan == nil || a.Status != "rejected" {
+		t.Errorf("the first answer after a restart: %s, want the report (rejected)", v)
+	}
+	if scansDone(r.a) != 0 {
+		t.Error("the restarted replica scanned again")
+	}
+}
+
+// A report rewritten in Redis is refused and counted; the replica answers
+// from a scan of its own.
+func TestATamperedReportIsRefused(t *testing.T) {
+	r := startReplicas(t)
+	img := pushSample(t, r.host, "app/critical:1", "critical")
+	r.status(r.a, img, "rejected")
+	raw := r.redis.Client()
+	defer raw.Close()
+	ctx := context.Background()
+	keys, err := raw.Keys(ctx, "moat:check:scan:*:sha256:*").Result()
+	if err != nil || len(keys) != 1 {
+		t.Fatalf("stored reports: %v %v", keys, err)
+	}
+	rec, err := raw.Get(ctx, keys[0]).Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := bytes.Replace(rec, []byte(`"status":"rejected"`), []byte(`"status":"accepted"`), 1)
+	if bytes.Equal(forged, rec) {
+		t.Fatalf("no status in the stored report: %q", rec)
+	}
+	if err := raw.Set(ctx, keys[0], forged, time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	// b never looked the image up: its first lookup reads Redis.
+	v := r.status(r.b, img, "rejected", "accepted", "report_not_available")
+	if a := answertest.Check(t, v); a.Status == "accepted" {
+		t.Fatalf("the forged report was served: %s", v)
+	}
+	if n := metric(t, r.b, "moat_shared_rejected_total"); n < 1 {
+		t.Errorf("moat_shared_rejected_total = %v, want the forged value counted", n)
+	}
+	r.status(r.b, img, "rejected")
+	if scansDone(r.b) != 1 {
+		t.Errorf("replica b ran %d scans, want 1 of its own", scansDone(r.b))
+	}
+}
+
+// With lookups running against both replicas, Redis is stopped, killed,
+// restarted empty and filled up: every request is answered within the
+// Provider's timeout, the vulnerable image is never accepted, and both
+// replicas give the same answers again once Redis is back.
+func TestRedisFaultsUnderLoad(t *testing.T) {
+	// Short lifetimes, so digests and reports go through Redis (and images
+	// are scanned again) while it fails.
+	r := startReplicas(t, "--digest-ttl", "300ms", "--report-ttl", "1s")
+	critical := pushSample(t, r.host, "app/critical:1", "critical")
+	clean := pushSample(t, r.host, "app/clean:1", "clean")
+	r.status(r.a, critical, "rejected")
+	r.status(r.a, clean, "accepted")
+
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var failures, accepted, requests int
+	var mu sync.Mutex
+	for _, p := range []*serveProc{r.a, r.b} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				for _, key := range []string{critical, clean} {
+					v, err := r.value(p, key)
+					mu.Lock()
+					requests++
+					if err != nil {
+						failures++
+						t.Logf("%s at %s: %v", key, p.url, err)
+					} else if key == critical && answertest.Check(t, v).Status == "accepted" {
+						accepted++
+					}
+					mu.Unlock()
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}()
+	}
+	pause := func() { time.Sleep(400 * time.Millisecond) }
+
+	r.redis.Pause() // connections open, nothing answers
+	pause()
+	pause()
+	r.redis.Resume()
+	pause()
+	r.redis.Kill()
+	pause()
+	r.redis.Start() // empty
+	pause()
+	// Full: writes are refused, reads answer.
+	fill := r.redis.Client()
+	if err := fill.ConfigSet(context.Background(), "maxmemory", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	pause()
+	if err := fill.ConfigSet(context.Background(), "maxmemory", "64mb").Err(); err != nil {
+		t.Fatal(err)
+	}
+	fill.Close()
+	pause()
+	stop()
+	wg.Wait()
+
+	if failures > 0 {
+		t.Errorf("%d of %d requests failed or outlived the Provider's timeout while Redis failed", failures, requests)
+	}
+	if accepted > 0 {
+		t.Errorf("the vulnerable image was answered accepted %d times", accepted)
+	}
+	t.Logf("%d requests while Redis was stopped, killed, restarted empty and full: %d failed, %d answered accepted for the vulnerable image", requests, failures, accepted)
+	if requests < 20 {
+		t.Errorf("only %d requests ran during the faults", requests)
+	}
+	// Converged: both replicas answer the same reports again.
+	for _, key := range []string{critical, clean} {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			va, ea := r.value(r.a, key)
+			vb, eb := r.value(r.b, key)
+			if ea == nil && eb == nil && scanFields(t, va) == scanFields(t, vb) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the replicas still differ after Redis returned:\n%s\n%s", key, va, vb)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+}

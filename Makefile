@@ -81,6 +81,7 @@ bench: build ## benchmarks with their figures (see README "Performance")
 	$(GO) test -run='^$$' -bench=CachedLookup -count=1 ./provider/internal/lookup
 	$(GO) test -run='^$$' -bench=ScannerMemory -benchtime=1x -count=1 ./provider/internal/grypescan
 	$(GO) test -run='^$$' -bench=ScanSmallImage -benchtime=3s -count=1 ./provider/internal/grypescan
+	$(GO) test -run='^$$' -bench=SharedReport -benchtime=2000x -count=1 ./provider/internal/shared
 	./$(BIN) bench --duration $(BENCHTIME)
 	$(GO) test -run='^$$' -bench=DefenderSet -benchtime=3s -cpu 1 ./test/templates
 

@@ -109,6 +109,8 @@ func TestRenderedManifestsMatchTheirSchemas(t *testing.T) {
 		switch gvk.Group + "/" + gvk.Kind {
 		case "apps/Deployment":
 			typed = &appsv1.Deployment{}
+		case "apps/StatefulSet":
+			typed = &appsv1.StatefulSet{}
 		case "/Service":
 			typed = &corev1.Service{}
 		case "/Secret":
@@ -152,7 +154,7 @@ func TestRenderedManifestsMatchTheirSchemas(t *testing.T) {
 			t.Errorf("%s %s: fields the CRD does not know (the API server would drop them): %v", gvk.Kind, o.GetName(), unknown)
 		}
 	}
-	for _, k := range []string{"Deployment", "Service", "Secret", "ConfigMap", "ServiceAccount", "PodDisruptionBudget", "NetworkPolicy", "Provider", "ConstraintTemplate",
+	for _, k := range []string{"Deployment", "StatefulSet", "Service", "Secret", "ConfigMap", "ServiceAccount", "PodDisruptionBudget", "NetworkPolicy", "Provider", "ConstraintTemplate",
 		"ExpansionTemplate", "Assign", "Certificate", "Issuer", "ServiceMonitor"} {
 		if seen[k] == 0 {
 			t.Errorf("no %s rendered; the test would prove nothing for it", k)

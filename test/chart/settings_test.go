@@ -57,6 +57,8 @@ func TestChartSettingsAreTheBinaryDefaultsOrNamedChoices(t *testing.T) {
 		"scanner-cert": "the scanner's certificates", "scanner-key": "the scanner's certificates",
 		"db-dir": "the emptyDir volume", "db-url": "the chart downloads Grype's database; the binary is offline unless told",
 		"registry-config": "the mounted pull secret",
+		"redis-url":       "sharedState.mode (bundled by default: two replicas must agree)", "redis-password-file": "the shared-state Secret",
+		"redis-mac-key-file": "the shared-state Secret",
 	}
 	for _, c := range []struct {
 		command, file string

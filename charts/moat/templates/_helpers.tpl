@@ -143,7 +143,7 @@ tls.key: {{ $ca.Key | b64enc }}
 {{/* Settings the chart sets itself (file paths, addresses, the scanner's wiring): provider.config and
 scanner.config may not set them. */}}
 {{- define "moat.ownedSettings" -}}
-{{ list "config" "check-config" "addr" "metrics-addr" "tls-cert" "tls-key" "client-ca" "scanner" "scanner-url" "scanner-ca" "scanner-cert" "scanner-key" "db-dir" "registry-config" "signature-keys" "signature-fulcio-roots" "signature-rekor-key" | toJson }}
+{{ list "config" "check-config" "addr" "metrics-addr" "tls-cert" "tls-key" "client-ca" "scanner" "scanner-url" "scanner-ca" "scanner-cert" "scanner-key" "db-dir" "registry-config" "signature-keys" "signature-fulcio-roots" "signature-rekor-key" "redis-url" "redis-password-file" "redis-mac-key-file" "redis-ca" "redis-cert" "redis-key" "redis-prefix" "redis-budget" | toJson }}
 {{- end -}}
 
 {{/* extra merged over base, refusing a setting the chart owns. */}}
@@ -222,6 +222,7 @@ scanner.config may not set them. */}}
 {{- if $g.ignoreTlog }}{{ $_ := set $c "signature-ignore-tlog" true }}{{ end }}
 {{- if $g.attestations }}{{ $_ := set $c "scan-attestations" true }}{{ end }}
 {{- end }}
+{{- $c = merge $c (include "moat.sharedStateSettings" . | fromJson) -}}
 {{- include "moat.mergeSettings" (dict "root" . "base" $c "extra" $p.config "from" "provider.config") }}
 {{- end -}}
 
@@ -249,5 +250,61 @@ tolerations: {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- with .affinity }}
 affinity: {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* The shared tier's settings (sharedState), for `moat serve`. */}}
+{{- define "moat.sharedStateSettings" -}}
+{{- $s := .Values.sharedState -}}
+{{- $c := dict -}}
+{{- if ne $s.mode "none" }}
+{{- $_ := set $c "redis-password-file" "/etc/moat/redis/password" }}{{ $_ := set $c "redis-mac-key-file" "/etc/moat/redis/mac-key" }}
+{{- $_ := set $c "redis-prefix" $s.prefix }}{{ $_ := set $c "redis-budget" $s.budget }}
+{{- if eq $s.mode "bundled" }}
+{{- $_ := set $c "redis-url" (printf "redis://%s-redis.%s.svc:6379" (include "moat.fullname" .) .Release.Namespace) }}
+{{- else }}
+{{- if not $s.external.url }}{{ fail "sharedState.mode external needs sharedState.external.url (redis://host:6379 or rediss://host:6380)" }}{{ end -}}
+{{- if not $s.external.passwordSecret }}{{ fail "sharedState.mode external needs sharedState.external.passwordSecret: a Secret with the key password" }}{{ end -}}
+{{- $_ := set $c "redis-url" $s.external.url }}
+{{- if $s.external.tlsSecret }}
+{{- $_ := set $c "redis-ca" "/etc/moat/redis-tls/ca.crt" }}
+{{- if $s.external.clientCertificate }}{{ $_ := set $c "redis-cert" "/etc/moat/redis-tls/tls.crt" }}{{ $_ := set $c "redis-key" "/etc/moat/redis-tls/tls.key" }}{{ end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- toJson $c }}
+{{- end -}}
+
+{{/* The provider's mounts of the shared tier's secrets. */}}
+{{- define "moat.sharedStateMounts" -}}
+{{- if ne .Values.sharedState.mode "none" }}
+- {name: redis, mountPath: /etc/moat/redis, readOnly: true}
+{{- if and (eq .Values.sharedState.mode "external") .Values.sharedState.external.tlsSecret }}
+- {name: redis-tls, mountPath: /etc/moat/redis-tls, readOnly: true}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{- define "moat.sharedStateVolumes" -}}
+{{- $s := .Values.sharedState -}}
+{{- if ne $s.mode "none" }}
+- name: redis
+  projected:
+    sources:
+    - secret:
+        name: {{ include "moat.fullname" . }}-shared-state
+        items: [{key: mac-key, path: mac-key}]
+    - secret:
+        {{- if eq $s.mode "bundled" }}
+        name: {{ include "moat.fullname" . }}-shared-state
+        items: [{key: password, path: password}]
+        {{- else }}
+        name: {{ $s.external.passwordSecret }}
+        items: [{key: password, path: password}]
+        {{- end }}
+{{- if and (eq $s.mode "external") $s.external.tlsSecret }}
+- name: redis-tls
+  secret: {secretName: {{ $s.external.tlsSecret }}}
+{{- end }}
 {{- end }}
 {{- end -}}

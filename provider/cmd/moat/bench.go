@@ -39,6 +39,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	batch := fs.Int("batch", 100, "keys per request")
 	coldTags := fs.Int("cold-tags", 100, "distinct tags in the cold-lookup run")
 	coldDelay := fs.Duration("cold-delay", 50*time.Millisecond, "latency the registry adds to every request in the cold run")
+	shared := fs.Bool("shared", true, "also measure with the shared tier: a redis-server (make deps) on loopback")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -122,24 +123,54 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fmt.Fprintf(stdout, "Cached lookups: %d keys per request, %d clients, %s each, mutual TLS 1.3, HTTP/1.1 keep-alive, %d CPUs\n",
 		*batch, *clients, *duration, runtime.NumCPU())
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+	servers := []*child{provider, baseline}
+	var withShared *child
+	var rs *redisChild
+	if *shared {
+		if rs, err = startRedisChild(work); err != nil {
+			return err
+		}
+		defer rs.stop()
+		if withShared, err = startChild(self, append([]string{"serve", "--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0",
+			"--tls-cert", filepath.Join(work, "tls.crt"), "--tls-key", filepath.Join(work, "tls.key"),
+			"--client-ca", filepath.Join(work, "ca.crt"), "--insecure-registries", host, "--log-level", "info"}, rs.args...)...); err != nil {
+			return err
+		}
+		defer withShared.stop()
+		if code, _, err := client.Post(ctx, warm, withShared.url+"/validate", client.Body(keys)); err != nil || code != 200 {
+			return fmt.Errorf("warm-up with the shared tier: HTTP %d: %v", code, err)
+		}
+		servers = append(servers, withShared)
+	}
 	fmt.Fprintln(tw, "server\tkeys/s\trequests\tp50\tp99\tserver CPU/key\t")
 	var results []loadResult
-	for _, s := range []*child{provider, baseline} {
+	for _, s := range servers {
 		r, err := load(ctx, s, conf, client.Body(keys), *clients, *duration, len(keys))
 		if err != nil {
 			return err
 		}
 		results = append(results, r)
 		name := "moat serve"
-		if s == baseline {
+		switch s {
+		case baseline:
 			name = "minimal decode+encode server"
+		case withShared:
+			name = "moat serve, shared tier configured"
 		}
 		fmt.Fprintf(tw, "%s\t%.0f\t%d\t%s\t%s\t%.2f µs\t\n", name, r.keysPerSec, r.requests,
 			r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.cpuPerKey.Seconds()*1e6)
 	}
 	tw.Flush()
-	fmt.Fprintf(stdout, "p99 difference, moat minus minimal: %s (target: within 1ms); moat CPU per cached key: %.2f µs (target: at most 2.0 µs)\n\n",
+	fmt.Fprintf(stdout, "p99 difference, moat minus minimal: %s (target: within 1ms); moat CPU per cached key: %.2f µs (target: at most 2.0 µs)\n",
 		(results[0].p99 - results[1].p99).Round(time.Microsecond), results[0].cpuPerKey.Seconds()*1e6)
+	if withShared != nil {
+		fmt.Fprintf(stdout, "with the shared tier configured: CPU per cached key %.2f µs, %.2f× without (target: within 1.10×)\n",
+			results[2].cpuPerKey.Seconds()*1e6, results[2].cpuPerKey.Seconds()/results[0].cpuPerKey.Seconds())
+		if err := benchSharedMiss(ctx, self, work, host, rs, conf, keys, stdout); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintln(stdout)
 
 	// Cold: a fresh cache, every tag resolved at a registry that adds delay.
 	reg.SetDelay(*coldDelay)
@@ -162,6 +193,97 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("%d cold keys failed", failed)
 	}
 	return nil
+}
+
+// benchSharedMiss starts a replica with an empty cache next to one that
+// resolved keys: each key it is asked misses its own cache and is answered
+// from the shared tier. One key per request, one at a time.
+func benchSharedMiss(ctx context.Context, self, work, host string, rs *redisChild, conf *tls.Config, keys []string, stdout io.Writer) error {
+	replica, err := startChild(self, append([]string{"serve", "--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0",
+		"--tls-cert", filepath.Join(work, "tls.crt"), "--tls-key", filepath.Join(work, "tls.key"),
+		"--client-ca", filepath.Join(work, "ca.crt"), "--insecure-registries", host, "--log-level", "info"}, rs.args...)...)
+	if err != nil {
+		return err
+	}
+	defer replica.stop()
+	c := client.New(conf, 1, 30*time.Second)
+	// A key of no interest first: the connection and the Redis pool are up.
+	if _, _, err := client.Post(ctx, c, replica.url+"/validate", client.Body([]string{host + "/bench/warm-up:v0"})); err != nil {
+		return err
+	}
+	cpu0, err := processCPU(replica.cmd.Process.Pid)
+	if err != nil {
+		return err
+	}
+	lat := make([]time.Duration, 0, len(keys))
+	for _, k := range keys {
+		start := time.Now()
+		resp, _, err := client.Lookup(ctx, c, replica.url+"/validate", []string{k})
+		if err != nil {
+			return err
+		}
+		lat = append(lat, time.Since(start))
+		if it := resp.Response.Items[0]; it.Error != "" {
+			return fmt.Errorf("%s: %s", k, it.Error)
+		}
+	}
+	cpu1, err := processCPU(replica.cmd.Process.Pid)
+	if err != nil {
+		return err
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	fmt.Fprintf(stdout, "first-tier misses answered from the shared tier: %d keys, one per request: p50 %s, p99 %s, server CPU per key %.1f µs\n",
+		len(keys), lat[len(lat)/2].Round(time.Microsecond), lat[len(lat)*99/100].Round(time.Microsecond), (cpu1-cpu0).Seconds()*1e6/float64(len(keys)))
+	return nil
+}
+
+// redisChild is a redis-server on loopback for the shared-tier runs.
+type redisChild struct {
+	cmd  *exec.Cmd
+	args []string // the moat serve flags that use it
+}
+
+func (r *redisChild) stop() {
+	_ = r.cmd.Process.Kill()
+	_ = r.cmd.Wait()
+}
+
+func startRedisChild(work string) (*redisChild, error) {
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		return nil, fmt.Errorf("--shared needs redis-server (make deps installs it), or --shared=false: %w", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	_, port, _ := net.SplitHostPort(addr)
+	pw, key := filepath.Join(work, "redis-password"), filepath.Join(work, "redis-mac-key")
+	if err := os.WriteFile(pw, []byte("bench-password"), 0o600); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(key, []byte("a benchmark MAC key of thirty-two bytes or more"), 0o600); err != nil {
+		return nil, err
+	}
+	cmd := exec.Command("redis-server", "--bind", "127.0.0.1", "--port", port, "--requirepass", "bench-password",
+		"--save", "", "--appendonly", "no", "--dir", work)
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	r := &redisChild{cmd: cmd, args: []string{"--redis-url", "redis://" + addr, "--redis-password-file", pw, "--redis-mac-key-file", key}}
+	for i := 0; ; i++ {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			return r, nil
+		}
+		if i == 200 {
+			r.stop()
+			return nil, fmt.Errorf("redis-server did not start: %w", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 type loadResult struct {

@@ -25,7 +25,7 @@ func TestMain(m *testing.M) {
 
 const budget = 50 * time.Millisecond
 
-func open(t *testing.T, r *testenv.Redis, prefix string) (*shared.Store, *metrics.Metrics) {
+func open(t testing.TB, r *testenv.Redis, prefix string) (*shared.Store, *metrics.Metrics) {
 	t.Helper()
 	m := metrics.New()
 	opts := shared.Options{URL: r.URL, PasswordFile: r.PasswordFile, MACKeyFile: r.MACKeyFile, Prefix: prefix,

@@ -8,12 +8,14 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -55,6 +57,11 @@ type e2e struct {
 	registry string // 127.0.0.1:port
 	moat     *cluster.Proc
 	moatURL  string
+	// serveArgs start a replica of moat serve: all but its addresses.
+	serveArgs []string
+	moatBin   string
+	redis     *testenv.Redis
+	providers []*unstructured.Unstructured // as applied
 	// constraints are the chart's, as rendered.
 	constraints []*unstructured.Unstructured
 	slowScan    chan struct{} // closed to let scans of scan/slow read their layers
@@ -148,6 +155,7 @@ func TestEndToEnd(t *testing.T) {
 	t.Run("AuditReportsDryrunViolations", e.auditDryrun)
 	t.Run("UpdatesOfPodsAdmittedUnderDryrun", e.updatesAfterEnforcing)
 	t.Run("PodSecurityStandardsVersion", e.podSecurityVersion)
+	t.Run("ReplicasShareReportsThroughRestarts", func(t *testing.T) { e.replicasShareState(t, dir) })
 	t.Run("ProviderDown", e.providerDown)
 }
 
@@ -184,27 +192,16 @@ func (e *e2e) startMoat(t *testing.T, dir, bin string) []byte {
 	if out, err := exec.Command(bin, "dev-vulndb", "--out", db).CombinedOutput(); err != nil {
 		t.Fatalf("moat dev-vulndb: %v\n%s", err, out)
 	}
-	addrs, err := cluster.FreeAddrs(2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr, ops := addrs[0], addrs[1]
-	p, err := cluster.StartProc(dir, "moat-serve", bin, "serve",
-		"--addr", addr, "--metrics-addr", ops,
+	// The replicas share one redis-server, as the chart's two do.
+	e.redis = testenv.StartRedis(t)
+	e.moatBin = bin
+	e.serveArgs = append([]string{
 		"--tls-cert", filepath.Join(certs, "tls.crt"), "--tls-key", filepath.Join(certs, "tls.key"),
 		// Gatekeeper's client certificate is its webhook certificate.
 		"--client-ca", filepath.Join(e.gk.CertDir, "ca.crt"),
 		"--insecure-registries", e.registry, "--digest-ttl", digestTTL.String(),
-		"--scanner", "embedded", "--db-path", db, "--db-dir", filepath.Join(moatDir, "vulndb"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.moat = p
-	e.cl.Procs = append(e.cl.Procs, p)
-	if err := p.WaitFor("ready", 30*time.Second, func() error { return cluster.HTTPOK("http://" + ops + "/readyz") }); err != nil {
-		t.Fatal(err)
-	}
-	e.moatURL = "https://" + addr
+		"--scanner", "embedded", "--db-path", db, "--db-dir", filepath.Join(moatDir, "vulndb")}, e.redis.Args("moat:")...)
+	e.moat, e.moatURL, _ = e.startReplica(t, dir, "moat-serve")
 	ca, err := os.ReadFile(filepath.Join(certs, "ca.crt"))
 	if err != nil {
 		t.Fatal(err)
@@ -230,6 +227,26 @@ imagePolicy:
     prod: {defaultPolicy: scan-result}
     dev: {defaultPolicy: scan-result, enforcementAction: warn, reportPending: accept, scanFailed: accept, providerError: accept}
 `
+
+// startReplica starts a replica of moat serve on free addresses and
+// returns it, its URL and its metrics URL once it is ready.
+func (e *e2e) startReplica(t *testing.T, dir, name string) (*cluster.Proc, string, string) {
+	t.Helper()
+	addrs, err := cluster.FreeAddrs(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, ops := addrs[0], addrs[1]
+	p, err := cluster.StartProc(dir, name, e.moatBin, append([]string{"serve", "--addr", addr, "--metrics-addr", ops}, e.serveArgs...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.cl.Procs = append(e.cl.Procs, p)
+	if err := p.WaitFor("ready", 30*time.Second, func() error { return cluster.HTTPOK("http://" + ops + "/readyz") }); err != nil {
+		t.Fatal(err)
+	}
+	return p, "https://" + addr, "http://" + ops
+}
 
 // install renders the chart with values and applies what it holds for
 // Gatekeeper (templates, expansion, constraints, mutators, Providers), the
@@ -274,6 +291,7 @@ func (e *e2e) install(t *testing.T, dir string, moatCA []byte) {
 			must(t, unstructured.SetNestedField(o.Object, e.moatURL+path, "spec", "url"))
 			must(t, unstructured.SetNestedField(o.Object, base64.StdEncoding.EncodeToString(moatCA), "spec", "caBundle"))
 			rest = append([]*unstructured.Unstructured{o}, rest...) // Providers first
+			e.providers = append(e.providers, o)
 		case o.GetKind() == "ConstraintTemplate":
 			templates = append(templates, o)
 		case group == "constraints.gatekeeper.sh":
@@ -818,6 +836,78 @@ func (e *e2e) updatesAfterEnforcing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// replicasShareState points Gatekeeper's Providers at a second replica,
+// then at that replica restarted: an image the first replica accepted is
+// admitted in prod by each at its first answer, and neither scans it again.
+func (e *e2e) replicasShareState(t *testing.T, dir string) {
+	ctx := context.Background()
+	clean, _ := testenv.PushSampleTo(t, e.registry, "shared/clean:0", "clean")
+	err := cluster.Poll(ctx, 60*time.Second, func() error {
+		_, err := e.create(healthyPod("prod", "shared-clean", clean), true)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("the first replica never accepted the image in prod: %v", err)
+	}
+	point := func(url string) {
+		for _, p := range e.providers {
+			path := "/validate"
+			if strings.HasSuffix(p.GetName(), "-mutate") {
+				path = "/mutate"
+			}
+			must(t, unstructured.SetNestedField(p.Object, url+path, "spec", "url"))
+			if _, err := e.apply.Apply(ctx, p); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	defer point(e.moatURL)
+	replica, url, ops := e.startReplica(t, dir, "moat-serve-replica")
+	for round := range 2 {
+		if round == 1 { // the replica restarts, with nothing in memory
+			replica.Stop()
+			replica, url, ops = e.startReplica(t, dir, "moat-serve-replica-restarted")
+		}
+		point(url)
+		// New tags of the same image, until one reaches the replica: the
+		// first answer it gives must admit the pod.
+		for i := 0; ; i++ {
+			tag, _ := testenv.PushSampleTo(t, e.registry, fmt.Sprintf("shared/clean:r%d-%d", round, i), "clean")
+			_, err := e.create(healthyPod("prod", "shared-clean", tag), true)
+			if keysAnswered(t, ops) > 0 {
+				if err != nil {
+					t.Fatalf("round %d: the replica's first answer denied an accepted image in prod: %v", round, err)
+				}
+				break
+			}
+			if i == 100 {
+				t.Fatalf("round %d: Gatekeeper never reached the replica", round)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if n := strings.Count(replica.Tail(1<<20), `"msg":"scan done"`); n != 0 {
+			t.Errorf("round %d: the replica scanned %d times; the report was in the shared tier", round, n)
+		}
+	}
+	replica.Stop()
+}
+
+// keysAnswered is how many keys a replica answered at /validate.
+func keysAnswered(t *testing.T, ops string) float64 {
+	resp, err := http.Get(ops + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	m := regexp.MustCompile(`(?m)^moat_keys_total\{endpoint="validate"\} (\S+)$`).FindSubmatch(body)
+	if m == nil {
+		return 0
+	}
+	f, _ := strconv.ParseFloat(string(m[1]), 64)
+	return f
 }
 
 // podSecurityVersion pins a Pod Security Standards constraint to a

@@ -32,6 +32,7 @@ type replicas struct {
 	host     string
 	redis    *testenv.Redis
 	scanner  string
+	scans    *serveProc // the scanner service
 	args     []string
 	a, b     *serveProc
 	c        *http.Client
@@ -62,7 +63,7 @@ func startReplicas(t *testing.T, extra ...string) *replicas {
 	}
 	r.scanner = ln.Addr().String()
 	ln.Close()
-	startMoat(t, "scanner", r.dir, "--addr", r.scanner, "--db-path", db,
+	r.scans = startMoat(t, "scanner", r.dir, "--addr", r.scanner, "--db-path", db,
 		"--db-dir", filepath.Join(t.TempDir(), "vulndb"), "--insecure-registries", r.host)
 	r.redis = testenv.StartRedis(t, "--maxmemory", "64mb", "--maxmemory-policy", "noeviction")
 	r.args = append([]string{"--insecure-registries", r.host, "--scanner", "service",
@@ -180,7 +181,10 @@ func TestReplicasShareOneScanAndRememberItAcrossRestarts(t *testing.T) {
 		t.Errorf("the replicas' scan fields differ:\n%s\n%s", fa, fb)
 	}
 	if n := scansDone(r.a) + scansDone(r.b); n != 1 {
-		t.Errorf("%d scans for one image across two replicas, want 1", n)
+		t.Errorf("the replicas ran %d scans of one image, want 1", n)
+	}
+	if n := scansDone(r.scans); n != 1 {
+		t.Errorf("the scanner service scanned the image %d times, want once", n)
 	}
 	r.mu.Lock()
 	for path, n := range r.blobGETs {

@@ -68,6 +68,7 @@ func Handler(s scan.Scanner, workers int, log *slog.Logger) http.Handler {
 			reply(w, http.StatusUnprocessableEntity, response{Error: err.Error(), Kind: scan.KindOf(err)})
 			return
 		}
+		log.Info("scan done", "image", req.Image, "findings", len(res.Findings))
 		reply(w, http.StatusOK, response{Result: &res})
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

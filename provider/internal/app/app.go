@@ -200,8 +200,16 @@ func (a *App) Run(ctx context.Context, addr, opsAddr string) error {
 		// of the scanner's database at once; an unreachable scanner costs
 		// no more than a few seconds here.
 		first, cancel := context.WithTimeout(ctx, 3*time.Second)
-		if err := a.remote.Refresh(first); err != nil {
-			a.log.Warn("the scanner service does not say which database it scans with yet", "error", err.Error())
+		for a.remote.Database() == "" && first.Err() == nil {
+			if err := a.remote.Refresh(first); err != nil || a.remote.Database() == "" {
+				select {
+				case <-first.Done():
+				case <-time.After(100 * time.Millisecond):
+				}
+			}
+		}
+		if a.remote.Database() == "" {
+			a.log.Warn("the scanner service does not say which database it scans with yet; reports are shared once it does")
 		}
 		cancel()
 		go a.remote.Watch(ctx, scannerWatch)

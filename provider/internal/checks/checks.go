@@ -221,7 +221,7 @@ func (s *Service) run(j *job) {
 	defer s.metrics.Running.Dec()
 	version := s.check.Version()
 	if s.opts.Shared != nil {
-		e, release := s.awaitShared(version, j.key)
+		e, release := s.awaitShared(j.key)
 		if e != nil {
 			s.publish(j, e, 0)
 			return
@@ -306,13 +306,6 @@ func (s *Service) fromShared(ctx context.Context, digest string) *Entry {
 		}
 		v = string(b)
 	}
-	return s.fromSharedAt(ctx, v, digest)
-}
-
-func (s *Service) fromSharedAt(ctx context.Context, v, digest string) *Entry {
-	if s.opts.Shared == nil || v == "" {
-		return nil
-	}
 	frag, left, ok := s.opts.Shared.Get(ctx, s.sharedKey(v, digest))
 	if !ok {
 		return nil
@@ -327,14 +320,12 @@ func (s *Service) fromSharedAt(ctx context.Context, v, digest string) *Entry {
 // took to check it (nil when the shared tier cannot be used: the check then
 // runs here). While another replica holds the lease it waits for that
 // replica's outcome, and takes the lease over when it expires (a replica
-// that died).
-func (s *Service) awaitShared(v, digest string) (*Entry, func()) {
-	if v == "" {
-		return nil, nil
-	}
-	key := s.sharedKey(v, digest)
+// that died). The lease is per digest whatever the version, so replicas
+// that do not know theirs yet (a database loading) still check it once.
+func (s *Service) awaitShared(digest string) (*Entry, func()) {
+	key := "check:" + strings.ReplaceAll(s.name, " ", "-") + ":" + digest
 	for {
-		if e := s.fromSharedAt(s.ctx, v, digest); e != nil {
+		if e := s.fromShared(s.ctx, digest); e != nil {
 			return e, nil
 		}
 		release, ok, err := s.opts.Shared.Lease(s.ctx, key, s.opts.Timeout+leaseMargin)
@@ -344,7 +335,7 @@ func (s *Service) awaitShared(v, digest string) (*Entry, func()) {
 		if ok {
 			// The holder before may have stored its outcome and let go
 			// between the two calls.
-			if e := s.fromSharedAt(s.ctx, v, digest); e != nil {
+			if e := s.fromShared(s.ctx, digest); e != nil {
 				release()
 				return e, nil
 			}

@@ -23,7 +23,8 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-const budget = 50 * time.Millisecond
+// budget is generous: a loaded CI machine must not turn a call into a miss.
+const budget = 250 * time.Millisecond
 
 func open(t testing.TB, r *testenv.Redis, prefix string) (*shared.Store, *metrics.Metrics) {
 	t.Helper()

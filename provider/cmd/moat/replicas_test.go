@@ -38,20 +38,29 @@ type replicas struct {
 	c        *http.Client
 	mu       sync.Mutex
 	blobGETs map[string]int
+	// held holds blob downloads of app/held until it is closed.
+	held chan struct{}
 }
 
 func startReplicas(t *testing.T, extra ...string) *replicas {
-	r := &replicas{t: t, dir: devCerts(t), blobGETs: map[string]int{}}
+	r := &replicas{t: t, dir: devCerts(t), blobGETs: map[string]int{}, held: make(chan struct{})}
 	reg := devregistry.New()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if req.Method == http.MethodGet && strings.Contains(req.URL.Path, "/blobs/") {
 			r.mu.Lock()
 			r.blobGETs[req.URL.Path]++
 			r.mu.Unlock()
+			if strings.HasPrefix(req.URL.Path, "/v2/app/held/") {
+				select {
+				case <-r.held:
+				case <-req.Context().Done():
+					return
+				}
+			}
 		}
 		reg.ServeHTTP(w, req)
 	}))
-	t.Cleanup(srv.Close)
+	t.Cleanup(func() { r.release(); srv.Close() })
 	r.host = strings.TrimPrefix(srv.URL, "http://")
 	db := filepath.Join(t.TempDir(), "vulnerability.db")
 	if err := samples.WriteDB(db); err != nil {
@@ -79,6 +88,17 @@ func startReplicas(t *testing.T, extra ...string) *replicas {
 }
 
 func (r *replicas) start() *serveProc { return startServe(r.t, r.dir, r.args...) }
+
+// release lets downloads of app/held through.
+func (r *replicas) release() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	select {
+	case <-r.held:
+	default:
+		close(r.held)
+	}
+}
 
 // value asks p about key once.
 func (r *replicas) value(p *serveProc, key string) (json.RawMessage, error) {
@@ -342,5 +362,46 @@ func TestRedisFaultsUnderLoad(t *testing.T) {
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
+	}
+}
+
+// A replica that dies while it holds a scan's lease lets the work go when
+// the lease ends (the scan timeout and 10 s): the other replica then scans.
+func TestALeaseOfADeadReplicaIsTakenOver(t *testing.T) {
+	r := startReplicas(t, "--scan-timeout", "2s")
+	img := pushSample(t, r.host, "app/held:1", "clean")
+	if _, err := r.value(r.a, img); err != nil { // a takes the lease; its pull hangs
+		t.Fatal(err)
+	}
+	raw := r.redis.Client()
+	defer raw.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		keys, _ := raw.Keys(context.Background(), "moat:lease:check:scan:*").Result()
+		if len(keys) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no lease taken: %v", keys)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	_ = r.a.cmd.Process.Kill()
+	<-r.a.done
+	r.release()
+	// b waits for the dead replica's lease to end, then scans itself.
+	deadline = time.Now().Add(40 * time.Second)
+	for {
+		v, err := r.value(r.b, img)
+		if err == nil && answertest.Check(t, v).Status == "accepted" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("b never scanned after a's death: %s %v", v, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if n := scansDone(r.b); n != 1 {
+		t.Errorf("b ran %d scans, want 1", n)
 	}
 }

@@ -404,7 +404,8 @@ func TestDockerfile(t *testing.T) {
 
 // A misspelt or out-of-range value is refused at install, not ignored.
 func TestValuesSchemaRefusesMistakes(t *testing.T) {
-	for _, bad := range []string{"policies.podSecurity.level=strict", "policies.podSecurity.version=1.33", "policies.podSecurity.version=v1.33.0", "providers.mutate.timeout=2", "provider.validateDeadline=2", "replicas=3",
+	for _, bad := range []string{"policies.podSecurity.level=strict", "policies.podSecurity.version=1.33", "policies.podSecurity.version=v1.33.0",
+		"sharedState.mode=on", "sharedState.budget=0s", "sharedState.bundled.image.digest=latest", "providers.mutate.timeout=2", "provider.validateDeadline=2", "replicas=3",
 		"scanner.mode=on", "scanner.policy.max.severe=1", "scanner.timeout=2",
 		"imagePolicy.defaultPolicy=maybe", "imagePolicy.byNamespace.prod.alwaysAccep=x", "imagePolicy.byNamespace.Prod.scanFailed=accept"} {
 		cmd := exec.Command("go", "tool", "-modfile=tools/helm/go.mod", "helm", "template", "moat", "charts/moat", "--kube-version", "1.34.0", "--set", bad)

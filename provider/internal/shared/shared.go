@@ -217,9 +217,12 @@ func (s *Store) Get(ctx context.Context, key string) (value []byte, left time.Du
 	return value, left, true
 }
 
-// Set stores value under key for ttl. A failure is counted and logged
-// once per breaker opening; the value then lives only in the caller's tier.
+// Set stores value under key for ttl (nothing for a ttl of 0 or less). A
+// failure is counted; the value then lives only in the caller's tier.
 func (s *Store) Set(ctx context.Context, key string, value []byte, ttl time.Duration) {
+	if ttl <= 0 { // Redis would keep it forever
+		return
+	}
 	full := s.prefix + key
 	rec := s.seal(full, value, time.Now().Add(ttl))
 	_ = s.call(ctx, "set", func(ctx context.Context) error {

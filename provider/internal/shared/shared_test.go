@@ -56,6 +56,10 @@ func TestValuesAreSharedUntilTheyExpire(t *testing.T) {
 	if _, _, ok := b.Get(ctx, "other"); ok {
 		t.Error("a key never set is found")
 	}
+	a.Set(ctx, "forever", []byte("v"), 0)
+	if _, _, ok := b.Get(ctx, "forever"); ok {
+		t.Error("a value without a lifetime is stored (Redis would keep it forever)")
+	}
 	if _, _, ok := open2(t, r, "other-install:").Get(ctx, "k"); ok {
 		t.Error("another prefix reads this install's value")
 	}

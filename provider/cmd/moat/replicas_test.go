@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -19,7 +18,6 @@ import (
 
 	"github.com/moat-dev/moat/provider/internal/client"
 	"github.com/moat-dev/moat/provider/internal/devregistry"
-	"github.com/moat-dev/moat/provider/internal/samples"
 	"github.com/moat-dev/moat/provider/testenv"
 	"github.com/moat-dev/moat/provider/testenv/answertest"
 )
@@ -62,18 +60,9 @@ func startReplicas(t *testing.T, extra ...string) *replicas {
 	}))
 	t.Cleanup(func() { r.release(); srv.Close() })
 	r.host = strings.TrimPrefix(srv.URL, "http://")
-	db := filepath.Join(t.TempDir(), "vulnerability.db")
-	if err := samples.WriteDB(db); err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.scanner = ln.Addr().String()
-	ln.Close()
-	r.scans = startMoat(t, "scanner", r.dir, "--addr", r.scanner, "--db-path", db,
-		"--db-dir", filepath.Join(t.TempDir(), "vulndb"), "--insecure-registries", r.host)
+	var startScanner func() *serveProc
+	r.scanner, startScanner = scannerService(t, r.dir, r.host)
+	r.scans = startScanner()
 	r.redis = testenv.StartRedis(t, "--maxmemory", "64mb", "--maxmemory-policy", "noeviction")
 	r.args = append([]string{"--insecure-registries", r.host, "--scanner", "service",
 		"--scanner-url", "https://" + r.scanner, "--scanner-ca", filepath.Join(r.dir, "ca.crt"),

@@ -53,13 +53,11 @@ func scanStatus(t *testing.T, c *http.Client, url, key string, want ...string) (
 	}
 }
 
-func TestRemoteScannerKilledAndRestarted(t *testing.T) {
-	dir := devCerts(t)
-	reg := httptest.NewServer(devregistry.New())
-	defer reg.Close()
-	host := strings.TrimPrefix(reg.URL, "http://")
-	critical := pushSample(t, host, "app/critical:1", "critical")
-	clean := pushSample(t, host, "app/clean:1", "clean")
+// scannerService is a free address for `moat scanner` with the sample
+// database, reading images from host, and a function that starts it there
+// (again, after a kill).
+func scannerService(t *testing.T, certDir, host string) (string, func() *serveProc) {
+	t.Helper()
 	db := filepath.Join(t.TempDir(), "vulnerability.db")
 	if err := samples.WriteDB(db); err != nil {
 		t.Fatal(err)
@@ -68,12 +66,22 @@ func TestRemoteScannerKilledAndRestarted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	scannerAddr := ln.Addr().String()
+	addr := ln.Addr().String()
 	ln.Close()
-	startScanner := func() *serveProc {
-		return startMoat(t, "scanner", dir, "--addr", scannerAddr, "--db-path", db,
+	return addr, func() *serveProc {
+		return startMoat(t, "scanner", certDir, "--addr", addr, "--db-path", db,
 			"--db-dir", filepath.Join(t.TempDir(), "vulndb"), "--insecure-registries", host)
 	}
+}
+
+func TestRemoteScannerKilledAndRestarted(t *testing.T) {
+	dir := devCerts(t)
+	reg := httptest.NewServer(devregistry.New())
+	defer reg.Close()
+	host := strings.TrimPrefix(reg.URL, "http://")
+	critical := pushSample(t, host, "app/critical:1", "critical")
+	clean := pushSample(t, host, "app/clean:1", "clean")
+	scannerAddr, startScanner := scannerService(t, dir, host)
 	scanner := startScanner()
 	serve := startServe(t, dir, "--insecure-registries", host, "--scanner", "service",
 		"--scanner-url", "https://"+scannerAddr, "--scanner-ca", filepath.Join(dir, "ca.crt"),

@@ -95,18 +95,19 @@ func AddConstraint(tb testing.TB, c gator.Client, u *unstructured.Unstructured) 
 
 // AddConstraintDirs adds every constraint in the given directories under
 // constraints/, in order (a later file of the same kind and name replaces
-// an earlier one) and returns how many files there were.
-func AddConstraintDirs(tb testing.TB, c gator.Client, dirs ...string) int {
+// an earlier one), each changed by adjust first when it is not nil.
+func AddConstraintDirs(tb testing.TB, c gator.Client, adjust func(*unstructured.Unstructured), dirs ...string) {
 	tb.Helper()
-	n := 0
 	for _, d := range dirs {
 		files, _ := filepath.Glob(filepath.Join(Root, "constraints", d, "*.yaml"))
 		for _, f := range files {
-			AddConstraint(tb, c, ReadConstraint(tb, f))
-			n++
+			u := ReadConstraint(tb, f)
+			if adjust != nil {
+				adjust(u)
+			}
+			AddConstraint(tb, c, u)
 		}
 	}
-	return n
 }
 
 func MustAbs(tb testing.TB, p string) string {

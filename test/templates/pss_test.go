@@ -22,14 +22,11 @@ func pssClient(t *testing.T, version string, dirs ...string) gator.Client {
 	c := pack.NewClient(t, true)
 	pack.AddTemplates(t, c)
 	for _, d := range dirs {
-		files, _ := filepath.Glob(filepath.Join(pack.Root, "constraints", "pss", d, "*.yaml"))
-		for _, f := range files {
-			u := pack.ReadConstraint(t, f)
+		pack.AddConstraintDirs(t, c, func(u *unstructured.Unstructured) {
 			if err := unstructured.SetNestedField(u.Object, version, "spec", "parameters", "version"); err != nil {
 				t.Fatal(err)
 			}
-			pack.AddConstraint(t, c, u)
-		}
+		}, filepath.Join("pss", d))
 	}
 	return c
 }

@@ -108,22 +108,7 @@ func (r *replicas) value(p *serveProc, key string) (json.RawMessage, error) {
 // status waits until p answers key with one of want.
 func (r *replicas) status(p *serveProc, key string, want ...string) json.RawMessage {
 	r.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		v, err := r.value(p, key)
-		if err == nil {
-			a := answertest.Check(r.t, v)
-			for _, w := range want {
-				if a.Scan != nil && a.Status == w {
-					return v
-				}
-			}
-		}
-		if time.Now().After(deadline) {
-			r.t.Fatalf("%s at %s: %s (%v), want %v", key, p.url, v, err, want)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return scanValue(r.t, r.c, p.url, key, want...)
 }
 
 // scanFields is an answer without its resolution: what the scan says.

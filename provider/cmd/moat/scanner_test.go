@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -31,17 +32,27 @@ func pushSample(t *testing.T, host, repoTag, sample string) string {
 // scanStatus asks /validate about key until status is one of want.
 func scanStatus(t *testing.T, c *http.Client, url, key string, want ...string) (status, reason string) {
 	t.Helper()
+	v := answertest.Check(t, scanValue(t, c, url, key, want...))
+	return v.Status, v.Reason
+}
+
+// scanValue asks /validate about key until its scan status is one of want,
+// and returns that value as answered.
+func scanValue(t *testing.T, c *http.Client, url, key string, want ...string) json.RawMessage {
+	t.Helper()
+	var status, reason string
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		resp, _, err := client.Lookup(context.Background(), c, url+"/validate", []string{key})
 		if err == nil && len(resp.Response.Items) == 1 {
-			v := answertest.Check(t, resp.Response.Items[0].Value)
+			raw := resp.Response.Items[0].Value
+			v := answertest.Check(t, raw)
 			if v.Scan == nil {
 				t.Fatalf("%s: no scan part", key)
 			}
 			for _, w := range want {
 				if v.Status == w {
-					return v.Status, v.Reason
+					return raw
 				}
 			}
 			status, reason = v.Status, v.Reason

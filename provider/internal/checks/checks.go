@@ -83,7 +83,9 @@ type Entry struct {
 // Service schedules checks and caches their outcomes. Safe for concurrent
 // use.
 type Service struct {
-	name    string
+	name string
+	// keyBase starts the shared tier's keys of this kind of check.
+	keyBase string
 	opts    Options
 	check   Check
 	cache   *cache.Cache[string, *Entry]
@@ -119,7 +121,7 @@ func New(name string, opts Options, c Check, m *metrics.CheckMetrics, log *slog.
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Service{name: name, opts: opts, check: c, cache: ch, metrics: m, log: log,
+	s := &Service{name: name, keyBase: "check:" + strings.ReplaceAll(name, " ", "-") + ":", opts: opts, check: c, cache: ch, metrics: m, log: log,
 		jobs: map[string]*job{}, queue: make(chan *job, opts.QueueSize), ctx: ctx, cancel: cancel}
 	for range opts.Workers {
 		s.wg.Add(1)
@@ -277,14 +279,14 @@ func (s *Service) publish(j *job, e *Entry, ttl time.Duration) {
 // under the old one.
 func (s *Service) sharedKey(version, digest string) string {
 	v := sha256.Sum256([]byte(version))
-	return "check:" + strings.ReplaceAll(s.name, " ", "-") + ":" + hex.EncodeToString(v[:12]) + ":" + digest
+	return s.keyBase + hex.EncodeToString(v[:12]) + ":" + digest
 }
 
 // versionKey names the version the replicas last stored an outcome under:
 // a replica that does not know its own yet (its database still loading)
 // reads theirs, so a restart answers at once with the reports made before.
 func (s *Service) versionKey() string {
-	return "check:" + strings.ReplaceAll(s.name, " ", "-") + ":version"
+	return s.keyBase + "version"
 }
 
 // versionTTL keeps the pointer well past any outcome's life.
@@ -323,7 +325,7 @@ func (s *Service) fromShared(ctx context.Context, digest string) *Entry {
 // that died). The lease is per digest whatever the version, so replicas
 // that do not know theirs yet (a database loading) still check it once.
 func (s *Service) awaitShared(digest string) (*Entry, func()) {
-	key := "check:" + strings.ReplaceAll(s.name, " ", "-") + ":" + digest
+	key := s.keyBase + digest
 	for {
 		if e := s.fromShared(s.ctx, digest); e != nil {
 			return e, nil

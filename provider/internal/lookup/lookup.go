@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -346,7 +345,7 @@ func (s *Service) sharedDigest(ctx context.Context, ref reference.Ref) (*Answer,
 		return nil, 0
 	}
 	var d sharedResolution
-	if err := json.Unmarshal(b, &d); err != nil || !validDigest(d.Digest) {
+	if err := json.Unmarshal(b, &d); err != nil || !isDigest(ref, d.Digest) {
 		s.log.Warn("shared state: a stored digest is ignored", "reference", ref.String())
 		return nil, 0
 	}
@@ -376,16 +375,11 @@ type sharedResolution struct {
 	ResolvedAt string `json:"resolvedAt"`
 }
 
-func validDigest(d string) bool {
-	if len(d) != len("sha256:")+64 || !strings.HasPrefix(d, "sha256:") {
-		return false
-	}
-	for _, c := range d[len("sha256:"):] {
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-			return false
-		}
-	}
-	return true
+// isDigest reports whether d is a digest ref can be pinned to, by the
+// parser every key goes through.
+func isDigest(ref reference.Ref, d string) bool {
+	p, err := reference.Parse(ref.Pinned(d))
+	return err == nil && p.Digest == d
 }
 
 func resolvedAnswer(ref reference.Ref, res resolve.Result, at time.Time) *Answer {

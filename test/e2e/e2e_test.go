@@ -57,6 +57,7 @@ type e2e struct {
 	registry string // 127.0.0.1:port
 	moat     *cluster.Proc
 	moatURL  string
+	moatOps  string // its metrics URL
 	// serveArgs start a replica of moat serve: all but its addresses.
 	serveArgs []string
 	moatBin   string
@@ -203,7 +204,7 @@ func (e *e2e) startMoat(t *testing.T, dir, bin string) []byte {
 		"--scanner", "embedded", "--db-path", db, "--db-dir", filepath.Join(moatDir, "vulndb"),
 		// A budget a loaded CI machine keeps (a call past it is a miss).
 		"--redis-budget", "250ms"}, e.redis.Args("moat:")...)
-	e.moat, e.moatURL, _ = e.startReplica(t, dir, "moat-serve")
+	e.moat, e.moatURL, e.moatOps = e.startReplica(t, dir, "moat-serve")
 	ca, err := os.ReadFile(filepath.Join(certs, "ca.crt"))
 	if err != nil {
 		t.Fatal(err)
@@ -867,6 +868,11 @@ func (e *e2e) replicasShareState(t *testing.T, dir string) {
 	}
 	defer point(e.moatURL)
 	replica, url, ops := e.startReplica(t, dir, "moat-serve-replica")
+	defer func() {
+		if t.Failed() {
+			e.logSharedState(t, ops)
+		}
+	}()
 	for round := range 2 {
 		if round == 1 { // the replica restarts, with nothing in memory
 			replica.Stop()
@@ -894,6 +900,34 @@ func (e *e2e) replicasShareState(t *testing.T, dir string) {
 		}
 	}
 	replica.Stop()
+}
+
+// logSharedState logs, for a failure, what the shared tier holds and how
+// each replica's calls to it went.
+func (e *e2e) logSharedState(t *testing.T, replicaOps string) {
+	ctx := context.Background()
+	c := e.redis.Client()
+	defer c.Close()
+	keys, err := c.Keys(ctx, "*").Result()
+	t.Logf("keys in Redis (%v):", err)
+	for _, k := range keys {
+		ttl, _ := c.PTTL(ctx, k).Result()
+		t.Logf("  %s (%s left)", k, ttl)
+	}
+	for name, ops := range map[string]string{"first replica": e.moatOps, "second replica": replicaOps} {
+		resp, err := http.Get(ops + "/metrics")
+		if err != nil {
+			t.Logf("%s: %v", name, err)
+			continue
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, l := range strings.Split(string(body), "\n") {
+			if strings.HasPrefix(l, "moat_shared_") || strings.HasPrefix(l, "moat_resolutions_total") {
+				t.Logf("%s: %s", name, l)
+			}
+		}
+	}
 }
 
 // keysAnswered is how many keys a replica answered at /validate.

@@ -10,8 +10,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	v6 "github.com/anchore/grype/grype/db/v6"
@@ -107,8 +109,9 @@ func WriteDBOf(path string, vulns []Vuln) error {
 func Image(pkgs map[string]string) (v1.Image, error) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
-	for name, version := range pkgs {
-		body, _ := json.Marshal(map[string]string{"name": name, "version": version, "license": "Apache-2.0"})
+	// In name order: one set of packages is always one digest.
+	for _, name := range slices.Sorted(maps.Keys(pkgs)) {
+		body, _ := json.Marshal(map[string]string{"name": name, "version": pkgs[name], "license": "Apache-2.0"})
 		hdr := &tar.Header{Name: "usr/lib/node_modules/" + name + "/package.json", Mode: 0o644, Size: int64(len(body)), Typeflag: tar.TypeReg}
 		if err := tw.WriteHeader(hdr); err != nil {
 			return nil, err

@@ -106,6 +106,7 @@ type App struct {
 // New wires a provider from cfg.
 func New(cfg Config, log *slog.Logger) (_ *App, err error) {
 	m := metrics.New()
+	cfg.Registry.Log = log
 	reg, err := registry.New(cfg.Registry, m)
 	if err != nil {
 		return nil, err
@@ -294,6 +295,7 @@ type Scanner struct {
 // NewScanner wires a scanner service.
 func NewScanner(srv server.Options, eng EngineConfig, regOpts registry.Options, workers int, certs mtls.Files, log *slog.Logger) (*Scanner, error) {
 	m := metrics.New()
+	regOpts.Log = log
 	reg, err := registry.New(regOpts, m)
 	if err != nil {
 		return nil, err

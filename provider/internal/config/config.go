@@ -16,6 +16,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/moat-dev/moat/provider/internal/credentials"
 	"github.com/moat-dev/moat/provider/internal/shared"
 )
 
@@ -158,12 +159,37 @@ type Registry struct {
 	Concurrency int
 	ConfigFile  string
 	Insecure    List
+	// Identity modes and host patterns of the clouds (package credentials).
+	AzureIdentity, AWSIdentity, GCPIdentity       string
+	AzureRegistries, AWSRegistries, GCPRegistries List
 }
 
 func (g *Registry) register(r *rules) {
 	r.count(&g.Concurrency, "registry-concurrency", 32, "", "most requests in flight to one registry host, until its response headers arrive")
 	r.fs.StringVar(&g.ConfigFile, "registry-config", "", "docker config file with registry credentials (config.json or a mounted .dockerconfigjson); empty: only the default keychain")
 	r.fs.Var(&g.Insecure, "insecure-registries", "comma-separated registry hosts (host:port) that may be reached over plain HTTP; no other host is")
+	modes := []string{credentials.Auto, credentials.On, credentials.Off}
+	for _, c := range []struct {
+		mode        *string
+		hosts       *List
+		name, usage string
+		defaults    []string
+	}{
+		{&g.AzureIdentity, &g.AzureRegistries, "azure", "Microsoft Entra identity for Azure Container Registry: auto uses AKS workload identity when its environment is injected; on also falls back to the managed identity", credentials.DefaultAzureHosts},
+		{&g.AWSIdentity, &g.AWSRegistries, "aws", "AWS default credential chain for ECR: auto uses it when IRSA or EKS Pod Identity is injected", credentials.DefaultAWSHosts},
+		{&g.GCPIdentity, &g.GCPRegistries, "gcp", "Google application default credentials for Artifact Registry and GCR: auto uses them when GOOGLE_APPLICATION_CREDENTIALS is set; on also asks the metadata server (GKE workload identity)", credentials.DefaultGCPHosts},
+	} {
+		r.oneOf(c.mode, c.name+"-identity", credentials.Auto, modes, c.usage)
+		r.fs.Var(c.hosts, c.name+"-registries", "comma-separated host patterns (path.Match) the "+c.name+" identity is asked about, and no other; empty: "+strings.Join(c.defaults, ","))
+		r.add(c.name+"-registries", func() error {
+			for _, h := range *c.hosts {
+				if err := credentials.CheckHostPattern(h); err != nil {
+					return usagef("--%s-registries: %v", c.name, err)
+				}
+			}
+			return nil
+		})
+	}
 }
 
 // Redis is the shared tier the replicas of an install share (package

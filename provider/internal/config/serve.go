@@ -11,6 +11,7 @@ import (
 	"github.com/moat-dev/moat/provider/internal/app"
 	"github.com/moat-dev/moat/provider/internal/checks"
 	"github.com/moat-dev/moat/provider/internal/client"
+	"github.com/moat-dev/moat/provider/internal/credentials"
 	"github.com/moat-dev/moat/provider/internal/lookup"
 	"github.com/moat-dev/moat/provider/internal/mtls"
 	"github.com/moat-dev/moat/provider/internal/protocol"
@@ -220,7 +221,9 @@ func (s *Serve) App(version string) app.Config {
 }
 
 func (g Registry) options(version string) registry.Options {
-	return registry.Options{PerHostConcurrency: g.Concurrency, RegistryConfig: g.ConfigFile, InsecureRegistries: g.Insecure, UserAgent: "moat/" + version}
+	return registry.Options{PerHostConcurrency: g.Concurrency, RegistryConfig: g.ConfigFile, InsecureRegistries: g.Insecure, UserAgent: "moat/" + version,
+		Identities: credentials.Options{Azure: g.AzureIdentity, AWS: g.AWSIdentity, GCP: g.GCPIdentity,
+			AzureHosts: g.AzureRegistries, AWSHosts: g.AWSRegistries, GCPHosts: g.GCPRegistries}}
 }
 
 func (e Engine) config() app.EngineConfig {

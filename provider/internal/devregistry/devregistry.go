@@ -1,6 +1,7 @@
 // Package devregistry runs go-containerregistry's in-memory OCI registry
 // with what development and tests need around it: sample images, a request
-// counter, added latency, and faults on demand (429, 500, hang).
+// counter, added latency, faults on demand (429, 500, hang), and the
+// authentication real registries ask for (basic, bearer tokens, ACR's).
 package devregistry
 
 import (
@@ -49,6 +50,7 @@ type Registry struct {
 	manifestHeads atomic.Int64
 	requests      atomic.Int64
 	auth          atomic.Pointer[[2]string]
+	tokens        atomic.Pointer[TokenAuth]
 	inFlight      atomic.Int64
 	peakInFlight  atomic.Int64
 }
@@ -93,6 +95,9 @@ func (r *Registry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		case <-req.Context().Done():
 			return
 		}
+	}
+	if a := r.tokens.Load(); a != nil && a.serve(w, req) {
+		return
 	}
 	if want := r.auth.Load(); want != nil {
 		if u, p, ok := req.BasicAuth(); !ok || u != want[0] || p != want[1] {

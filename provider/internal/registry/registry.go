@@ -9,6 +9,7 @@ package registry
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"sync"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/moat-dev/moat/provider/internal/credentials"
 	"github.com/moat-dev/moat/provider/internal/metrics"
 )
 
@@ -25,6 +27,8 @@ const (
 	Scan        = "scan"
 	Signature   = "signature"
 	Attestation = "attestation"
+	// Credentials are token exchanges with registries (ACR's).
+	Credentials = "credentials"
 )
 
 // Options configure a Client.
@@ -42,6 +46,10 @@ type Options struct {
 	Transport http.RoundTripper
 	// UserAgent is sent to registries.
 	UserAgent string
+	// Identities are the cloud identities asked for the hosts they serve.
+	Identities credentials.Options
+	// Log receives what the identities log; nil: discarded.
+	Log *slog.Logger
 }
 
 // Client reaches registries. It is safe for concurrent use.
@@ -68,10 +76,23 @@ func New(opts Options, m *metrics.Metrics) (*Client, error) {
 	for _, h := range opts.InsecureRegistries {
 		c.insecure[h] = true
 	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	// The file first, so an operator can override an identity for a host;
+	// then the identities, each asked only about its own hosts.
 	var chain []authn.Keychain
 	if opts.RegistryConfig != "" {
 		chain = append(chain, fileKeychain{path: opts.RegistryConfig})
 	}
+	ids := opts.Identities
+	ids.Transport = c.Transport(Credentials)
+	ids.PlainHTTP = func(host string) bool { return c.insecure[host] }
+	clouds, err := credentials.Keychains(ids, opts.Log)
+	if err != nil {
+		return nil, err
+	}
+	chain = append(chain, clouds...)
 	c.keychain = authn.NewMultiKeychain(append(chain, authn.DefaultKeychain)...)
 	return c, nil
 }

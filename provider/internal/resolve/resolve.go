@@ -20,6 +20,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
+	"github.com/moat-dev/moat/provider/internal/credentials"
 	"github.com/moat-dev/moat/provider/internal/metrics"
 	"github.com/moat-dev/moat/provider/internal/reference"
 	"github.com/moat-dev/moat/provider/internal/registry"
@@ -128,7 +129,10 @@ func classify(ctx context.Context, ref reference.Ref, err error) *Error {
 	var terr *transport.Error
 	var insecure *registry.InsecureError
 	var busy *registry.BusyError
+	var cred *credentials.Error
 	switch {
+	case errors.As(err, &cred):
+		return &Error{Reason: "credentials", Msg: fmt.Sprintf("%s: %s", what, cred.Error())}
 	case errors.As(err, &insecure):
 		return &Error{Reason: "insecure_refused", Msg: insecure.Error()}
 	case errors.As(err, &busy):
@@ -139,7 +143,7 @@ func classify(ctx context.Context, ref reference.Ref, err error) *Error {
 		case code == http.StatusNotFound:
 			return &Error{Reason: "not_found", Msg: fmt.Sprintf("%s: not found in registry %s (HTTP 404): the tag or repository does not exist", what, host)}
 		case code == http.StatusUnauthorized || code == http.StatusForbidden:
-			return &Error{Reason: "unauthorized", Msg: fmt.Sprintf("%s: registry %s refused access (HTTP %d): check the name, or give Moat pull credentials for it (--registry-config)", what, host, code)}
+			return &Error{Reason: "unauthorized", Msg: fmt.Sprintf("%s: registry %s refused access (HTTP %d): check the name, or give Moat pull credentials for it (--registry-config or a cloud identity: docs/registries.md)", what, host, code)}
 		case code == http.StatusTooManyRequests:
 			return &Error{Reason: "rate_limited", Msg: fmt.Sprintf("%s: registry %s is rate-limiting requests (HTTP 429 Too Many Requests); Moat retries after the failure lifetime (--error-ttl)", what, host)}
 		case code >= 500:

@@ -162,12 +162,29 @@ type Registry struct {
 	// Identity modes and host patterns of the clouds (package credentials).
 	AzureIdentity, AWSIdentity, GCPIdentity       string
 	AzureRegistries, AWSRegistries, GCPRegistries List
+	// Pull Secrets read through the Kubernetes API.
+	PullSecrets             List
+	PullSecretsOf, Kubeconf string
 }
 
 func (g *Registry) register(r *rules) {
 	r.count(&g.Concurrency, "registry-concurrency", 32, "", "most requests in flight to one registry host, until its response headers arrive")
 	r.fs.StringVar(&g.ConfigFile, "registry-config", "", "docker config file with registry credentials (config.json or a mounted .dockerconfigjson); empty: only the default keychain")
 	r.fs.Var(&g.Insecure, "insecure-registries", "comma-separated registry hosts (host:port) that may be reached over plain HTTP; no other host is")
+	r.fs.Var(&g.PullSecrets, "pull-secrets", "comma-separated image pull Secrets (namespace/name, of type kubernetes.io/dockerconfigjson) read through the Kubernetes API and followed as they change, for every registry")
+	r.fs.StringVar(&g.PullSecretsOf, "pull-secrets-of-service-account", "", "a ServiceAccount (namespace/name, usually Moat's own) whose imagePullSecrets are read like --pull-secrets, after them")
+	r.fs.StringVar(&g.Kubeconf, "kubeconfig", "", "kubeconfig for reading pull Secrets; empty: the pod's in-cluster configuration")
+	r.add("pull-secrets", func() error {
+		for _, s := range append([]string(g.PullSecrets), g.PullSecretsOf) {
+			if s == "" {
+				continue
+			}
+			if _, err := credentials.ParseObjectRef(s); err != nil {
+				return usagef("--pull-secrets / --pull-secrets-of-service-account: %v", err)
+			}
+		}
+		return nil
+	})
 	modes := []string{credentials.Auto, credentials.On, credentials.Off}
 	for _, c := range []struct {
 		mode        *string

@@ -1,5 +1,6 @@
 // Package credentials is where registry credentials come from besides a
-// docker config file: the workload identities of the clouds (Azure
+// mounted docker config file: image pull Secrets read through the
+// Kubernetes API, and the workload identities of the clouds (Azure
 // Container Registry through Microsoft Entra, ECR through the AWS default
 // credential chain, Artifact Registry and GCR through Google's default
 // credentials). Each identity is asked only about the registry hosts it
@@ -21,6 +22,9 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"golang.org/x/sync/singleflight"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 )
 
 // Modes of an identity.
@@ -54,6 +58,15 @@ type Options struct {
 	PlainHTTP func(host string) bool
 	// Now is the clock; nil: time.Now.
 	Now func() time.Time
+
+	// PullSecrets are image pull Secrets ("namespace/name") read through
+	// the Kubernetes API for every registry; PullSecretsOf is a
+	// ServiceAccount ("namespace/name") whose imagePullSecrets are read.
+	PullSecrets   []string
+	PullSecretsOf string
+	// Kubeconfig reaches the API server for them; empty: the pod's own
+	// (in-cluster) configuration.
+	Kubeconfig string
 }
 
 // Default host patterns of each cloud.
@@ -97,9 +110,22 @@ type source interface {
 	fetch(ctx context.Context, host string) (Token, error)
 }
 
-// Keychains are the keychains of the identities opts turn on, each scoped
-// to its hosts, in the order Azure, AWS, Google.
+// Keychains are the keychains opts turn on: the pull Secrets first, then
+// the identities, each scoped to its hosts, in the order Azure, AWS, Google.
 func Keychains(opts Options, log *slog.Logger) ([]authn.Keychain, error) {
+	var out []authn.Keychain
+	if len(opts.PullSecrets) > 0 || opts.PullSecretsOf != "" {
+		client, err := kubeClient(opts.Kubeconfig)
+		if err != nil {
+			return nil, err
+		}
+		// The watches last as long as the process.
+		ps, err := WatchPullSecrets(context.Background(), client, opts.PullSecrets, opts.PullSecretsOf, log)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ps)
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -113,7 +139,6 @@ func Keychains(opts Options, log *slog.Logger) ([]authn.Keychain, error) {
 		detected   func() bool
 		make       func(Options) (source, error)
 	}
-	var out []authn.Keychain
 	for _, m := range []maker{
 		{"--azure-identity", opts.Azure, opts.AzureHosts, DefaultAzureHosts, azureDetected, newAzure},
 		{"--aws-identity", opts.AWS, opts.AWSHosts, DefaultAWSHosts, awsDetected, newAWS},
@@ -155,6 +180,22 @@ func CheckHostPattern(p string) error {
 		return fmt.Errorf("%q is not a registry host pattern (want e.g. *.azurecr.io; a bare * would send every registry to the identity)", p)
 	}
 	return nil
+}
+
+// kubeClient reaches the API server through kubeconfig, or in-cluster.
+func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
+	var cfg *rest.Config
+	var err error
+	if kubeconfig != "" {
+		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+	} else {
+		cfg, err = rest.InClusterConfig()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("pull secrets need the Kubernetes API: %w (outside a cluster, name a kubeconfig with --kubeconfig)", err)
+	}
+	cfg.UserAgent = "moat"
+	return kubernetes.NewForConfig(cfg)
 }
 
 // refreshBefore is how long before its end a token is replaced, in the

@@ -6,7 +6,8 @@ import (
 
 	"github.com/docker/cli/cli/config/configfile"
 	"github.com/google/go-containerregistry/pkg/authn"
-	"github.com/google/go-containerregistry/pkg/name"
+
+	"github.com/moat-dev/moat/provider/internal/credentials"
 )
 
 // fileKeychain reads credentials from one docker config file: a
@@ -26,22 +27,12 @@ func (k fileKeychain) Resolve(target authn.Resource) (authn.Authenticator, error
 	if err := cf.LoadFromReader(f); err != nil {
 		return nil, fmt.Errorf("registry credentials %s: %w", k.path, err)
 	}
-	key := target.RegistryStr()
-	if key == name.DefaultRegistry {
-		key = authn.DefaultAuthKey
-	}
-	cfg, err := cf.GetAuthConfig(key)
+	auth, ok, err := credentials.FromDockerConfig(cf, target.RegistryStr())
 	if err != nil {
 		return nil, fmt.Errorf("registry credentials %s: %w", k.path, err)
 	}
-	if cfg.Username == "" && cfg.Password == "" && cfg.Auth == "" && cfg.IdentityToken == "" && cfg.RegistryToken == "" {
+	if !ok {
 		return authn.Anonymous, nil
 	}
-	return authn.FromConfig(authn.AuthConfig{
-		Username:      cfg.Username,
-		Password:      cfg.Password,
-		Auth:          cfg.Auth,
-		IdentityToken: cfg.IdentityToken,
-		RegistryToken: cfg.RegistryToken,
-	}), nil
+	return auth, nil
 }

@@ -57,6 +57,8 @@ type Client struct {
 	opts     Options
 	metrics  *metrics.Metrics
 	keychain authn.Keychain
+	// changing are the keychains whose content changes while Moat runs.
+	changing []interface{ Generation() uint64 }
 	insecure map[string]bool
 	base     http.RoundTripper
 
@@ -93,8 +95,23 @@ func New(opts Options, m *metrics.Metrics) (*Client, error) {
 		return nil, err
 	}
 	chain = append(chain, clouds...)
+	for _, k := range clouds {
+		if g, ok := k.(interface{ Generation() uint64 }); ok {
+			c.changing = append(c.changing, g)
+		}
+	}
 	c.keychain = authn.NewMultiKeychain(append(chain, authn.DefaultKeychain)...)
 	return c, nil
+}
+
+// CredentialsGeneration changes whenever credentials read through the
+// Kubernetes API change: sessions that keep credentials start anew.
+func (c *Client) CredentialsGeneration() uint64 {
+	var g uint64
+	for _, k := range c.changing {
+		g += k.Generation()
+	}
+	return g
 }
 
 // Transport is the transport of requests for purpose: counted, limited per

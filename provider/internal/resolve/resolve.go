@@ -57,8 +57,11 @@ type Resolver struct {
 }
 
 type session struct {
-	puller  *remote.Puller
-	expires time.Time
+	// credentials is the generation of the registry client's credentials
+	// the session was made with.
+	credentials uint64
+	puller      *remote.Puller
+	expires     time.Time
 }
 
 // New returns a Resolver fetching through reg.
@@ -70,10 +73,12 @@ func New(opts Options, reg *registry.Client, m *metrics.Metrics) *Resolver {
 }
 
 // puller returns the current registry session, making a new one when the
-// old has lived SessionLifetime, so rotated credentials are picked up and
-// the per-repository session map does not grow forever.
+// credentials changed (a pull Secret rotated or deleted) or the old has
+// lived SessionLifetime, so rotated credentials of a mounted file are
+// picked up and the per-repository session map does not grow forever.
 func (r *Resolver) puller() (*remote.Puller, error) {
-	if s := r.session.Load(); s != nil && time.Now().Before(s.expires) {
+	gen := r.registry.CredentialsGeneration()
+	if s := r.session.Load(); s != nil && s.credentials == gen && time.Now().Before(s.expires) {
 		return s.puller, nil
 	}
 	p, err := remote.NewPuller(append(r.registry.Options(context.Background(), registry.Resolve),
@@ -86,7 +91,7 @@ func (r *Resolver) puller() (*remote.Puller, error) {
 	if err != nil {
 		return nil, err
 	}
-	r.session.Store(&session{puller: p, expires: time.Now().Add(r.opts.SessionLifetime)})
+	r.session.Store(&session{credentials: gen, puller: p, expires: time.Now().Add(r.opts.SessionLifetime)})
 	return p, nil
 }
 

@@ -156,6 +156,7 @@ func TestEndToEnd(t *testing.T) {
 	t.Run("AuditReportsDryrunViolations", e.auditDryrun)
 	t.Run("UpdatesOfPodsAdmittedUnderDryrun", e.updatesAfterEnforcing)
 	t.Run("PodSecurityStandardsVersion", e.podSecurityVersion)
+	t.Run("PullSecretsFollowedThroughTheAPI", func(t *testing.T) { e.pullSecrets(t, dir) })
 	t.Run("ReplicasShareReportsThroughRestarts", func(t *testing.T) { e.replicasShareState(t, dir) })
 	t.Run("ProviderDown", e.providerDown)
 }
@@ -235,12 +236,19 @@ imagePolicy:
 // returns it, its URL and its metrics URL once it is ready.
 func (e *e2e) startReplica(t *testing.T, dir, name string) (*cluster.Proc, string, string) {
 	t.Helper()
+	return e.startReplicaWith(t, dir, name)
+}
+
+// startReplicaWith is startReplica with more settings.
+func (e *e2e) startReplicaWith(t *testing.T, dir, name string, extra ...string) (*cluster.Proc, string, string) {
+	t.Helper()
 	addrs, err := cluster.FreeAddrs(2)
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr, ops := addrs[0], addrs[1]
-	p, err := cluster.StartProc(dir, name, e.moatBin, append([]string{"serve", "--addr", addr, "--metrics-addr", ops}, e.serveArgs...)...)
+	args := append(append([]string{"serve", "--addr", addr, "--metrics-addr", ops}, e.serveArgs...), extra...)
+	p, err := cluster.StartProc(dir, name, e.moatBin, args...)
 	if err != nil {
 		t.Fatal(err)
 	}

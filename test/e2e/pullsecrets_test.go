@@ -1,0 +1,212 @@
+package e2e_test
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	authorizationv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/moat-dev/moat/provider/testenv"
+	"github.com/moat-dev/moat/test/e2e/cluster"
+)
+
+// basicAuth guards a registry with HTTP basic authentication once a
+// password is set, and counts the requests each user made.
+type basicAuth struct {
+	mu       sync.Mutex
+	user     string
+	password string // empty: no authentication yet
+	byUser   map[string]int
+}
+
+func (b *basicAuth) set(user, password string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.user, b.password = user, password
+}
+
+func (b *basicAuth) wrap(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b.mu.Lock()
+		want, wantPass := b.user, b.password
+		u, p, ok := r.BasicAuth()
+		good := wantPass == "" || (ok && u == want && p == wantPass)
+		if good && ok {
+			b.byUser[u]++
+		}
+		b.mu.Unlock()
+		if !good {
+			w.Header().Set("WWW-Authenticate", `Basic realm="private"`)
+			http.Error(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`, http.StatusUnauthorized)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// pullSecrets runs a replica as a ServiceAccount with exactly the chart's
+// RBAC for pull Secrets, and changes the Secrets and the ServiceAccount
+// through the API server while it runs: what it can pull follows them.
+func (e *e2e) pullSecrets(t *testing.T, dir string) {
+	ctx := context.Background()
+	const ns = "moat-creds"
+	e.createNamespace(t, ns)
+	auth := &basicAuth{byUser: map[string]int{}}
+	host := testenv.StartRegistryWith(t, auth.wrap)
+	const tags = 12
+	for i := range tags {
+		testenv.PushRandom(t, host, fmt.Sprintf("private/app:v%d", i))
+	}
+	auth.set("team", "p1")
+	tag := 0
+	next := func() string { // a tag no cache has seen
+		tag++
+		if tag >= tags {
+			t.Fatal("out of tags")
+		}
+		return fmt.Sprintf("%s/private/app:v%d", host, tag)
+	}
+
+	// The chart's ServiceAccount, Role and RoleBinding, as rendered.
+	helm := exec.Command("go", "tool", "-modfile=tools/helm/go.mod", "helm", "template", "moat", "charts/moat", "-n", ns,
+		"--kube-version", strings.TrimPrefix(e.cl.KubeVersion(), "v"), "--set", "provider.pullSecrets={"+ns+"/regcred}",
+		"--set", "provider.serviceAccountPullSecrets=true", "--set", "serviceAccount.imagePullSecrets={sa-cred}")
+	helm.Dir = root
+	rendered, err := helm.Output()
+	if err != nil {
+		t.Fatalf("helm template: %v", err)
+	}
+	objs, err := cluster.Decode(rendered)
+	must(t, err)
+	applied := 0
+	for _, o := range objs {
+		switch o.GetKind() {
+		case "ServiceAccount", "Role", "RoleBinding":
+			if _, err := e.apply.Apply(ctx, o); err != nil {
+				t.Fatal(err)
+			}
+			applied++
+		}
+	}
+	if applied != 3 {
+		t.Fatalf("the chart rendered %d RBAC objects, want a ServiceAccount, a Role and a RoleBinding", applied)
+	}
+	// What the grant allows: each named object, and nothing else.
+	for _, c := range []struct {
+		verb, resource, name string
+		allowed              bool
+	}{
+		{"watch", "secrets", "regcred", true}, {"get", "secrets", "sa-cred", true}, {"list", "serviceaccounts", "moat", true},
+		{"list", "secrets", "", false}, {"get", "secrets", "other", false}, {"get", "serviceaccounts", "default", false},
+	} {
+		sar, err := e.client.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+			User: "system:serviceaccount:" + ns + ":moat", Groups: []string{"system:serviceaccounts", "system:authenticated"},
+			ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: ns, Verb: c.verb, Resource: c.resource, Name: c.name}}}, metav1.CreateOptions{})
+		must(t, err)
+		if sar.Status.Allowed != c.allowed {
+			t.Errorf("%s %s %q: allowed %v, want %v", c.verb, c.resource, c.name, sar.Status.Allowed, c.allowed)
+		}
+	}
+
+	kubeconfig := filepath.Join(dir, "moat-sa.kubeconfig")
+	must(t, e.cl.ServiceAccountKubeconfig(ctx, ns, "moat", kubeconfig))
+	replica, url, _ := e.startReplicaWith(t, dir, "moat-serve-pull-secrets", "--kubeconfig", kubeconfig,
+		"--pull-secrets", ns+"/regcred", "--pull-secrets-of-service-account", ns+"/moat", "--insecure-registries", host, "--error-ttl", "1s")
+	defer replica.Stop()
+
+	certs := filepath.Join(filepath.Dir(e.moatBin), "certs")
+	lookup := func(ref string) (digest, failure string) {
+		out, err := exec.Command(e.moatBin, "lookup", "-o", "json", "--url", url+"/validate", "--ca", filepath.Join(certs, "ca.crt"),
+			"--cert", filepath.Join(e.gk.CertDir, "tls.crt"), "--key", filepath.Join(e.gk.CertDir, "tls.key"), ref).Output()
+		// Exit code 3: an answer with a per-key error, which is read below.
+		if ee, ok := err.(*exec.ExitError); err != nil && (!ok || ee.ExitCode() != 3) {
+			t.Fatalf("moat lookup: %v\n%s", err, out)
+		}
+		var resp struct {
+			Response struct {
+				Items []struct {
+					Value map[string]any `json:"value"`
+					Error string         `json:"error"`
+				} `json:"items"`
+			} `json:"response"`
+		}
+		must(t, json.Unmarshal(out, &resp))
+		if len(resp.Response.Items) != 1 {
+			t.Fatalf("moat lookup: %s", out)
+		}
+		it := resp.Response.Items[0]
+		d, _ := it.Value["digest"].(string)
+		return d, it.Error
+	}
+	// until polls fresh tags until pulling succeeds (or fails) as wanted.
+	until := func(what string, wantPull bool) {
+		t.Helper()
+		var last string
+		err := cluster.Poll(ctx, 30*time.Second, func() error {
+			d, failure := lookup(next())
+			last = failure
+			if wantPull && d != "" && failure == "" {
+				return nil
+			}
+			if !wantPull && strings.Contains(failure, "refused access (HTTP 401)") {
+				return nil
+			}
+			return fmt.Errorf("not yet")
+		})
+		if err != nil {
+			t.Fatalf("%s: the last answer was %q", what, last)
+		}
+	}
+	dockerconfig := func(user, pass string) map[string][]byte {
+		a := base64.StdEncoding.EncodeToString([]byte(user + ":" + pass))
+		return map[string][]byte{corev1.DockerConfigJsonKey: []byte(fmt.Sprintf(`{"auths":{%q:{"auth":%q}}}`, host, a))}
+	}
+	secrets := e.client.CoreV1().Secrets(ns)
+	secret := func(name, pass string) *corev1.Secret {
+		return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name}, Type: corev1.SecretTypeDockerConfigJson, Data: dockerconfig("team", pass)}
+	}
+
+	if _, failure := lookup(next()); !strings.Contains(failure, "refused access (HTTP 401)") {
+		t.Fatalf("before any Secret: %q, want refused access", failure)
+	}
+	_, err = secrets.Create(ctx, secret("regcred", "p1"), metav1.CreateOptions{})
+	must(t, err)
+	until("a Secret created", true)
+	auth.mu.Lock()
+	used := auth.byUser["team"]
+	auth.mu.Unlock()
+	if used == 0 {
+		t.Error("the registry saw no request with the Secret's credentials")
+	}
+	_, err = secrets.Update(ctx, secret("regcred", "rotated-wrong"), metav1.UpdateOptions{})
+	must(t, err)
+	until("the Secret rotated to a wrong password", false)
+	_, err = secrets.Update(ctx, secret("regcred", "p1"), metav1.UpdateOptions{})
+	must(t, err)
+	until("the Secret rotated back", true)
+	must(t, secrets.Delete(ctx, "regcred", metav1.DeleteOptions{}))
+	until("the Secret deleted", false)
+
+	// The ServiceAccount's imagePullSecrets, followed too.
+	_, err = secrets.Create(ctx, secret("sa-cred", "p1"), metav1.CreateOptions{})
+	must(t, err)
+	until("the ServiceAccount's Secret created", true)
+	_, err = e.client.CoreV1().ServiceAccounts(ns).Patch(ctx, "moat", types.MergePatchType, []byte(`{"imagePullSecrets":null}`), metav1.PatchOptions{})
+	must(t, err)
+	until("the Secret taken off the ServiceAccount", false)
+	if strings.Contains(replica.Tail(1<<20), "cannot read") {
+		t.Errorf("the replica could not read what the chart granted:\n%s", replica.Tail(4096))
+	}
+}

@@ -84,7 +84,7 @@ func (a *azure) scope(host string) string { return host }
 func (a *azure) fetch(ctx context.Context, host string) (Token, error) {
 	aad, err := a.cred.GetToken(ctx, policy.TokenRequestOptions{Scopes: []string{acrScope}})
 	if err != nil {
-		return Token{}, fmt.Errorf("Entra ID token: %w", errorLine(err))
+		return Token{}, fmt.Errorf("asking Entra ID for a token: %w", errorLine(err))
 	}
 	form := url.Values{"grant_type": {"access_token"}, "service": {host}, "access_token": {aad.Token}}
 	if a.tenant != "" {

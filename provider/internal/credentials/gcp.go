@@ -80,13 +80,13 @@ func (g *gcp) fetch(ctx context.Context, _ string) (Token, error) {
 	select {
 	case r := <-ch:
 		if r.err != nil {
-			return Token{}, fmt.Errorf("Google access token: %w", errorLine(r.err))
+			return Token{}, fmt.Errorf("asking Google for an access token: %w", errorLine(r.err))
 		}
 		if r.tok.AccessToken == "" || r.tok.Expiry.IsZero() {
-			return Token{}, errors.New("Google access token: the answer holds no token or no expiry")
+			return Token{}, errors.New("asking Google for an access token: the answer holds no token or no expiry")
 		}
 		return Token{Auth: authn.AuthConfig{Username: "oauth2accesstoken", Password: r.tok.AccessToken}, Expires: r.tok.Expiry}, nil
 	case <-ctx.Done():
-		return Token{}, fmt.Errorf("Google access token: %w", context.Cause(ctx))
+		return Token{}, fmt.Errorf("asking Google for an access token: %w", context.Cause(ctx))
 	}
 }

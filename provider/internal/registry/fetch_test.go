@@ -2,9 +2,12 @@ package registry_test
 
 import (
 	"context"
+	"encoding/base64"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -118,6 +121,95 @@ func TestEveryFetchRefusesUnlistedPlainHTTPAndIsCounted(t *testing.T) {
 		if n == 0 {
 			t.Errorf("%s: no request counted under moat_registry_requests_total{purpose=%q}", purpose, purpose)
 		}
+	}
+}
+
+// Every kind of fetch authenticates the way real registries ask: a bearer
+// challenge and a token endpoint taking the user's password. Without
+// credentials each fails, the resolution with an error that says what to
+// configure; with a docker config file each succeeds.
+func TestEveryFetchAuthenticatesWithBearerTokens(t *testing.T) {
+	served := devregistry.New()
+	srv := httptest.NewServer(served)
+	t.Cleanup(srv.Close)
+	host := strings.TrimPrefix(srv.URL, "http://")
+	img, err := samples.Image(samples.Images["high"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := devregistry.Write(context.Background(), host+"/private/app:v1", img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := testenv.NewKeySigner(t)
+	key.Sign(t, ref)
+	auth := &devregistry.TokenAuth{Users: map[string]string{"team": "s3cret"}}
+	served.SetTokenAuth(auth)
+
+	db, err := vulndb.New(vulndb.Options{Dir: filepath.Join(t.TempDir(), "db")}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	dbPath := filepath.Join(t.TempDir(), "vulnerability.db")
+	if err := samples.WriteDB(dbPath); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Load(dbPath); err != nil {
+		t.Fatal(err)
+	}
+	fetches := func(c *registry.Client) map[string]error {
+		ctx := context.Background()
+		out := map[string]error{}
+		r, err := reference.Parse(host + "/private/app:v1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, out[registry.Resolve] = resolve.New(resolve.Options{}, c, metrics.New()).Resolve(ctx, r)
+		e, err := grypescan.New(grypescan.Options{Registry: c}, db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, out[registry.Scan] = e.Scan(ctx, ref.String())
+		v, err := sigcheck.New(sigcheck.Options{Trust: sigcheck.Trust{KeyFiles: []string{key.PubFile}, IgnoreTlog: true}, Registry: c})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s := v.Verify(ctx, ref.String()); !s.Verified {
+			out[registry.Signature] = &sigError{s.Reason}
+		}
+		return out
+	}
+
+	anonymous, err := registry.New(registry.Options{PerHostConcurrency: 4, InsecureRegistries: []string{host}}, metrics.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for purpose, err := range fetches(anonymous) {
+		if err == nil {
+			t.Errorf("%s without credentials succeeded", purpose)
+		}
+	}
+	if err := fetches(anonymous)[registry.Resolve]; err == nil || !strings.Contains(err.Error(), "refused access (HTTP 401)") || !strings.Contains(err.Error(), "docs/registries.md") {
+		t.Errorf("resolution without credentials: %v, want a refusal that says what to configure", err)
+	}
+
+	config := filepath.Join(t.TempDir(), "config.json")
+	body := fmt.Sprintf(`{"auths":{%q:{"auth":%q}}}`, host, base64.StdEncoding.EncodeToString([]byte("team:s3cret")))
+	if err := os.WriteFile(config, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	withFile, err := registry.New(registry.Options{PerHostConcurrency: 4, InsecureRegistries: []string{host}, RegistryConfig: config}, metrics.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for purpose, err := range fetches(withFile) {
+		if err != nil {
+			t.Errorf("%s with the right credentials: %v", purpose, err)
+		}
+	}
+	if auth.Authenticated("team") == 0 {
+		t.Error("no request reached the registry with the user's token")
 	}
 }
 

@@ -43,6 +43,7 @@ e2e: deps ## end to end: a real API server, controller manager, etcd and Gatekee
 fuzz: ## each fuzz target for FUZZTIME executions (default 100000x; FUZZTIME=20000000x for a longer run)
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./provider/internal/reference
 	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME) ./provider/internal/protocol
+	$(GO) test -run='^$$' -fuzz='^FuzzKey$$' -fuzztime=$(FUZZTIME) ./provider/internal/lookup
 
 generate: ## templates/*.yaml and templates/README.md from src/templates and src/library/; the chart's files/
 	$(GO) run ./src/gen

@@ -10,6 +10,34 @@ setting(name, default_value) := v {
 	is_string(v)
 } else := default_value
 
+# key(image, spec): what the provider is asked about image. With the
+# parameter credentials "namespace", a namespaced key
+# (docs/protocol.md#namespaced-keys): the provider then pulls with the pod's
+# namespace's Secrets (spec.imagePullSecrets, then those of
+# spec.serviceAccountName) before the cluster-wide credentials, and never
+# with another namespace's.
+key(image, spec) := image {
+	setting("credentials", "cluster") == "cluster"
+} else := sprintf("moat.ns.v1:%s/%s/%s:%s", [review_namespace, account(spec), concat(",", pull_secrets(spec)), image])
+
+review_namespace := ns {
+	ns := input.review.namespace
+	is_string(ns)
+	ns != ""
+} else := ns {
+	ns := input.review.object.metadata.namespace
+	is_string(ns)
+	ns != ""
+} else := "default"
+
+account(spec) := a {
+	a := spec.serviceAccountName
+	is_string(a)
+	a != ""
+} else := "default"
+
+pull_secrets(spec) := [n | n := object.get(spec, "imagePullSecrets", [])[_].name; is_string(n); n != ""]
+
 # answers(resp): key -> value, for the keys the provider answered.
 answers(resp) := {r[0]: r[1] | r := object.get(resp, "responses", [])[_]; is_string(r[0])}
 

@@ -103,3 +103,74 @@ func TestScanStatusesDecidePerNamespace(t *testing.T) {
 	}
 	t.Logf("prod, critical: %s", verdict(t, c, "prod", critical))
 }
+
+// With credentials: namespace the template asks about each image with a
+// namespaced key (the pod's namespace, ServiceAccount and imagePullSecrets):
+// the provider decides it as it decides the plain key, and resolves it
+// apart from every other namespace's (one registry HEAD per scope).
+func TestNamespacedKeysDecideLikePlainOnes(t *testing.T) {
+	env := testenv.Start(t, testenv.ScanDefaults())
+	c := externalDataClient(t, env)
+	ctx := context.Background()
+	if _, err := c.AddTemplate(ctx, pack.ReadTemplate(t, filepath.Join(pack.Root, "templates", "moatimagescan.yaml"))); err != nil {
+		t.Fatal(err)
+	}
+	con := pack.ReadConstraint(t, filepath.Join(pack.Root, "constraints", "namespaces", "prod", "image-scan.yaml"))
+	must(t, unstructured.SetNestedField(con.Object, "namespace", "spec", "parameters", "credentials"))
+	must(t, unstructured.SetNestedStringSlice(con.Object, []string{"prod", "prod-b"}, "spec", "match", "namespaces"))
+	if _, err := c.AddConstraint(ctx, con); err != nil {
+		t.Fatal(err)
+	}
+	critical, _ := env.PushSample(t, "ns/critical:1", "critical")
+	clean, _ := env.PushSample(t, "ns/clean:1", "clean")
+	tenantPod := func(ns, image string) *unstructured.Unstructured {
+		p := pod(ns, image)
+		must(t, unstructured.SetNestedField(p.Object, "builder", "spec", "serviceAccountName"))
+		must(t, unstructured.SetNestedSlice(p.Object, []any{map[string]any{"name": "regcred"}}, "spec", "imagePullSecrets"))
+		return p
+	}
+	review := func(p *unstructured.Unstructured) string {
+		resp, err := c.Review(ctx, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, r := range resp.Results() {
+			out = append(out, r.EnforcementAction+": "+r.Msg)
+		}
+		if len(out) == 0 {
+			return "allow"
+		}
+		return strings.Join(out, "\n")
+	}
+	until := func(p *unstructured.Unstructured, want string) string {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			v := review(p)
+			if strings.Contains(v, want) || (want == "allow" && v == "allow") || time.Now().After(deadline) {
+				return v
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if v := until(tenantPod("prod", clean), "allow"); v != "allow" {
+		t.Errorf("a clean image through a namespaced key: %s", v)
+	}
+	if v := until(tenantPod("prod", critical), "critical"); !strings.HasPrefix(v, "deny: ") || !strings.Contains(v, "critical") {
+		t.Errorf("a critical image through a namespaced key: %s", v)
+	}
+	heads := env.Registry.ManifestHeads()
+	if v := until(tenantPod("prod-b", clean), "allow"); v != "allow" {
+		t.Errorf("the clean image from another namespace: %s", v)
+	}
+	if env.Registry.ManifestHeads() == heads {
+		t.Error("another namespace's key was answered from the first namespace's resolution")
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/moat-dev/moat/provider/internal/cache"
+	"github.com/moat-dev/moat/provider/internal/credentials"
 	"github.com/moat-dev/moat/provider/internal/metrics"
 )
 
@@ -102,8 +103,12 @@ type Service struct {
 }
 
 type job struct {
-	image   string
-	key     string
+	image string
+	key   string
+	// scope is the credentials of the lookup that started the job (nil:
+	// the cluster-wide ones): any lookup that reaches a digest's check
+	// resolved that digest with its own credentials, so it may join.
+	scope   *credentials.Scope
 	done    chan struct{}
 	entry   *Entry // set before done closes
 	pending *Entry
@@ -150,14 +155,14 @@ func (s *Service) Get(ctx context.Context, image string, until time.Time) *Entry
 		// An outcome of an older version is served while the image is
 		// checked again with the new one.
 		if v := s.check.Version(); v != "" && e.version != "" && e.version != v {
-			s.start(image, key)
+			s.start(ctx, image, key)
 		}
 		return e
 	}
 	if e := s.fromShared(ctx, key); e != nil {
 		return e
 	}
-	j, full := s.start(image, key)
+	j, full := s.start(ctx, image, key)
 	if j == nil {
 		return full
 	}
@@ -181,13 +186,13 @@ func (s *Service) Get(ctx context.Context, image string, until time.Time) *Entry
 
 // start queues a check of image unless one is queued or running. It
 // returns the job, or nil and a pending entry when the queue is full.
-func (s *Service) start(image, key string) (*job, *Entry) {
+func (s *Service) start(ctx context.Context, image, key string) (*job, *Entry) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if j, ok := s.jobs[key]; ok {
 		return j, nil
 	}
-	j := &job{image: image, key: key, done: make(chan struct{}),
+	j := &job{image: image, key: key, scope: credentials.ScopeOf(ctx), done: make(chan struct{}),
 		pending: &Entry{Fragment: s.check.Pending(fmt.Sprintf("the %s of %s is queued or running; ask again later", s.name, key))}}
 	select {
 	case s.queue <- j:
@@ -233,7 +238,7 @@ func (s *Service) run(j *job) {
 		}
 	}
 	start := time.Now()
-	ctx, cancel := context.WithTimeoutCause(s.ctx, s.opts.Timeout, errTimeout)
+	ctx, cancel := context.WithTimeoutCause(credentials.WithScope(s.ctx, j.scope), s.opts.Timeout, errTimeout)
 	defer cancel()
 	o := s.runCheck(ctx, j.image)
 	s.metrics.Duration.Observe(time.Since(start).Seconds())

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/moat-dev/moat/provider/internal/credentials"
 	"github.com/moat-dev/moat/provider/internal/shared"
@@ -165,6 +166,8 @@ type Registry struct {
 	// Pull Secrets read through the Kubernetes API.
 	PullSecrets             List
 	PullSecretsOf, Kubeconf string
+	// Namespaces whose own credentials serve their namespaced keys.
+	NamespaceCredentials List
 }
 
 func (g *Registry) register(r *rules) {
@@ -173,7 +176,16 @@ func (g *Registry) register(r *rules) {
 	r.fs.Var(&g.Insecure, "insecure-registries", "comma-separated registry hosts (host:port) that may be reached over plain HTTP; no other host is")
 	r.fs.Var(&g.PullSecrets, "pull-secrets", "comma-separated image pull Secrets (namespace/name, of type kubernetes.io/dockerconfigjson) read through the Kubernetes API and followed as they change, for every registry")
 	r.fs.StringVar(&g.PullSecretsOf, "pull-secrets-of-service-account", "", "a ServiceAccount (namespace/name, usually Moat's own) whose imagePullSecrets are read like --pull-secrets, after them")
+	r.fs.Var(&g.NamespaceCredentials, "namespace-credentials", "comma-separated namespaces (or * for all) whose pull Secrets and ServiceAccounts Moat reads for their namespaced keys (moat.ns.v1:…); empty: namespaced keys use the cluster-wide credentials")
 	r.fs.StringVar(&g.Kubeconf, "kubeconfig", "", "kubeconfig for reading pull Secrets; empty: the pod's in-cluster configuration")
+	r.add("namespace-credentials", func() error {
+		for _, ns := range g.NamespaceCredentials {
+			if (ns == credentials.All && len(g.NamespaceCredentials) > 1) || ns == "" || (ns != credentials.All && len(validation.IsDNS1123Label(ns)) > 0) {
+				return usagef("--namespace-credentials %q: list namespaces, or give * alone", ns)
+			}
+		}
+		return nil
+	})
 	r.add("pull-secrets", func() error {
 		for _, s := range append([]string(g.PullSecrets), g.PullSecretsOf) {
 			if s == "" {

@@ -224,7 +224,7 @@ func (g Registry) options(version string) registry.Options {
 	return registry.Options{PerHostConcurrency: g.Concurrency, RegistryConfig: g.ConfigFile, InsecureRegistries: g.Insecure, UserAgent: "moat/" + version,
 		Identities: credentials.Options{Azure: g.AzureIdentity, AWS: g.AWSIdentity, GCP: g.GCPIdentity,
 			AzureHosts: g.AzureRegistries, AWSHosts: g.AWSRegistries, GCPHosts: g.GCPRegistries,
-			PullSecrets: g.PullSecrets, PullSecretsOf: g.PullSecretsOf, Kubeconfig: g.Kubeconf}}
+			PullSecrets: g.PullSecrets, PullSecretsOf: g.PullSecretsOf, Namespaces: g.NamespaceCredentials, Kubeconfig: g.Kubeconf}}
 }
 
 func (e Engine) config() app.EngineConfig {

@@ -64,9 +64,26 @@ type Options struct {
 	// ServiceAccount ("namespace/name") whose imagePullSecrets are read.
 	PullSecrets   []string
 	PullSecretsOf string
+	// Namespaces are those whose own pull Secrets and ServiceAccounts serve
+	// their namespaced keys (All: every namespace); empty: none.
+	Namespaces []string
 	// Kubeconfig reaches the API server for them; empty: the pod's own
 	// (in-cluster) configuration.
 	Kubeconfig string
+}
+
+// NamespaceCredentials watches the namespaces opts name, or is nil when
+// they name none.
+func NamespaceCredentials(opts Options, log *slog.Logger) (*Namespaces, error) {
+	if len(opts.Namespaces) == 0 {
+		return nil, nil
+	}
+	client, err := kubeClient(opts.Kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	// The watches last as long as the process.
+	return WatchNamespaces(context.Background(), client, opts.Namespaces, log)
 }
 
 // Default host patterns of each cloud.

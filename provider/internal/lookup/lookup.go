@@ -21,6 +21,7 @@ import (
 	"github.com/moat-dev/moat/provider/internal/answer"
 	"github.com/moat-dev/moat/provider/internal/cache"
 	"github.com/moat-dev/moat/provider/internal/checks"
+	"github.com/moat-dev/moat/provider/internal/credentials"
 	"github.com/moat-dev/moat/provider/internal/metrics"
 	"github.com/moat-dev/moat/provider/internal/protocol"
 	"github.com/moat-dev/moat/provider/internal/reference"
@@ -62,6 +63,8 @@ type Answer struct {
 	// Image is the digest reference to scan ("repo@sha256:…"); empty for
 	// errors.
 	Image string
+	// scope is the credentials of a namespaced key, for its checks' fetches.
+	scope *credentials.Scope
 	// last remembers this answer joined with the last check outcomes it
 	// was given, so unchanged outcomes cost no new allocation.
 	last atomic.Pointer[joined]
@@ -132,8 +135,8 @@ func (s *Service) Lookup(ctx context.Context, deadline time.Time, keys []string)
 			continue
 		}
 		canonical := ""
-		if ref, err := reference.Parse(k); err == nil {
-			canonical = ref.String()
+		if ref, scope, err := parse(k); err == nil {
+			canonical = flightKey(ref, scope)
 		}
 		if j, ok := started[canonical]; ok && canonical != "" {
 			spellings = append(spellings, spelling{index: i, key: k, of: j})
@@ -209,7 +212,7 @@ func (s *Service) addChecks(ctx context.Context, deadline time.Time, out []*Answ
 		}
 		es := buf[:0]
 		for _, c := range s.checks {
-			es = append(es, c.Get(ctx, a.Image, until))
+			es = append(es, c.Get(credentials.WithScope(ctx, a.scope), a.Image, until))
 		}
 		if j := a.last.Load(); j != nil && slices.Equal(j.entries, es) {
 			out[i] = j.answer
@@ -248,7 +251,7 @@ type spelling struct {
 // pinned digest), else starts or joins its resolution and returns a channel
 // that yields the answer.
 func (s *Service) start(k string) (*Answer, <-chan *Answer) {
-	ref, err := reference.Parse(k)
+	ref, scope, err := parse(k)
 	if err != nil {
 		a := errorAnswer("invalid_reference", err.Error())
 		s.cache.Add(k, a, 0, 0) // a bad key stays bad
@@ -256,10 +259,11 @@ func (s *Service) start(k string) (*Answer, <-chan *Answer) {
 	}
 	if ref.IsPinned() {
 		a := pinnedAnswer(k, ref)
+		a.scope = scope
 		s.cache.Add(k, a, 0, 0) // a digest never moves
 		return a, nil
 	}
-	res := s.flight.DoChan(ref.String(), s.resolveFunc(k, ref, false))
+	res := s.flight.DoChan(flightKey(ref, scope), s.resolveFunc(k, ref, scope, false))
 	ch := make(chan *Answer, 1)
 	go func() {
 		r := <-res
@@ -274,11 +278,11 @@ func (s *Service) start(k string) (*Answer, <-chan *Answer) {
 
 // refresh re-resolves a stale key in the background.
 func (s *Service) refresh(k string) {
-	ref, err := reference.Parse(k)
+	ref, scope, err := parse(k)
 	if err != nil {
 		return
 	}
-	s.flight.DoChan(ref.String(), s.resolveFunc(k, ref, true))
+	s.flight.DoChan(flightKey(ref, scope), s.resolveFunc(k, ref, scope, true))
 }
 
 func (s *Service) ttl(a *Answer) time.Duration {
@@ -290,7 +294,7 @@ func (s *Service) ttl(a *Answer) time.Duration {
 
 // resolveFunc asks the registry and caches the answer under k before the
 // flight ends, so no request can miss between the two.
-func (s *Service) resolveFunc(k string, ref reference.Ref, refresh bool) func() (any, error) {
+func (s *Service) resolveFunc(k string, ref reference.Ref, scope *credentials.Scope, refresh bool) func() (any, error) {
 	return func() (v any, _ error) {
 		s.metrics.InflightResolution.Inc()
 		defer s.metrics.InflightResolution.Dec()
@@ -302,7 +306,8 @@ func (s *Service) resolveFunc(k string, ref reference.Ref, refresh bool) func() 
 		}()
 		ctx, cancel := context.WithTimeout(context.Background(), s.opts.ResolveTimeout)
 		defer cancel()
-		if a, left := s.sharedDigest(ctx, ref); a != nil {
+		ctx = credentials.WithScope(ctx, scope)
+		if a, left := s.sharedDigest(ctx, ref, scope); a != nil {
 			s.cache.Add(k, a, left, s.opts.StaleWhileRevalidate)
 			return a, nil
 		}
@@ -327,7 +332,8 @@ func (s *Service) resolveFunc(k string, ref reference.Ref, refresh bool) func() 
 			s.log.Debug("digest resolved", "reference", ref.String(), "digest", res.Digest, "duration", s.now().Sub(start).String())
 			at := s.now()
 			a = resolvedAnswer(ref, res, at)
-			s.storeDigest(ctx, ref, res, at)
+			a.scope = scope
+			s.storeDigest(ctx, ref, scope, res, at)
 		}
 		s.cache.Add(k, a, s.ttl(a), s.opts.StaleWhileRevalidate)
 		return a, nil
@@ -336,11 +342,11 @@ func (s *Service) resolveFunc(k string, ref reference.Ref, refresh bool) func() 
 
 // sharedDigest is the resolution another replica stored for ref, and what
 // is left of its life; nil when there is none.
-func (s *Service) sharedDigest(ctx context.Context, ref reference.Ref) (*Answer, time.Duration) {
+func (s *Service) sharedDigest(ctx context.Context, ref reference.Ref, scope *credentials.Scope) (*Answer, time.Duration) {
 	if s.opts.Shared == nil {
 		return nil, 0
 	}
-	b, left, ok := s.opts.Shared.Get(ctx, "digest:"+ref.String())
+	b, left, ok := s.opts.Shared.Get(ctx, "digest:"+flightKey(ref, scope))
 	if !ok {
 		return nil, 0
 	}
@@ -354,17 +360,19 @@ func (s *Service) sharedDigest(ctx context.Context, ref reference.Ref) (*Answer,
 		return nil, 0
 	}
 	s.metrics.Resolutions.WithLabelValues("shared").Inc()
-	return resolvedAnswer(ref, resolve.Result{Digest: d.Digest, MediaType: d.MediaType}, at), left
+	a := resolvedAnswer(ref, resolve.Result{Digest: d.Digest, MediaType: d.MediaType}, at)
+	a.scope = scope
+	return a, left
 }
 
 // storeDigest shares a resolution for DigestTTL.
-func (s *Service) storeDigest(ctx context.Context, ref reference.Ref, res resolve.Result, at time.Time) {
+func (s *Service) storeDigest(ctx context.Context, ref reference.Ref, scope *credentials.Scope, res resolve.Result, at time.Time) {
 	if s.opts.Shared == nil {
 		return
 	}
 	b, err := json.Marshal(sharedResolution{Digest: res.Digest, MediaType: res.MediaType, ResolvedAt: at.UTC().Format(time.RFC3339)})
 	if err == nil {
-		s.opts.Shared.Set(ctx, "digest:"+ref.String(), b, s.opts.DigestTTL)
+		s.opts.Shared.Set(ctx, "digest:"+flightKey(ref, scope), b, s.opts.DigestTTL)
 	}
 }
 

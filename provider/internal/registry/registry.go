@@ -57,6 +57,8 @@ type Client struct {
 	opts     Options
 	metrics  *metrics.Metrics
 	keychain authn.Keychain
+	// namespaces serve namespaced lookups (nil: none are read).
+	namespaces *credentials.Namespaces
 	// changing are the keychains whose content changes while Moat runs.
 	changing []interface{ Generation() uint64 }
 	insecure map[string]bool
@@ -100,6 +102,12 @@ func New(opts Options, m *metrics.Metrics) (*Client, error) {
 			c.changing = append(c.changing, g)
 		}
 	}
+	if c.namespaces, err = credentials.NamespaceCredentials(ids, opts.Log); err != nil {
+		return nil, err
+	}
+	if c.namespaces != nil {
+		c.changing = append(c.changing, c.namespaces)
+	}
 	c.keychain = authn.NewMultiKeychain(append(chain, authn.DefaultKeychain)...)
 	return c, nil
 }
@@ -122,10 +130,16 @@ func (c *Client) Transport(purpose string) http.RoundTripper {
 
 // Options are go-containerregistry's remote options for a fetch for
 // purpose: this client's credentials, transport and user agent, and ctx.
+// When ctx carries a credentials.Scope, that namespace's pull Secrets come
+// before the cluster-wide credentials.
 func (c *Client) Options(ctx context.Context, purpose string) []remote.Option {
+	kc := c.keychain
+	if s := credentials.ScopeOf(ctx); s != nil && c.namespaces != nil {
+		kc = authn.NewMultiKeychain(c.namespaces.Keychain(s), c.keychain)
+	}
 	return []remote.Option{
 		remote.WithContext(ctx),
-		remote.WithAuthFromKeychain(c.keychain),
+		remote.WithAuthFromKeychain(kc),
 		remote.WithTransport(c.Transport(purpose)),
 		remote.WithUserAgent(c.opts.UserAgent),
 	}

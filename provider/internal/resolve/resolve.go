@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
@@ -72,6 +73,14 @@ func New(opts Options, reg *registry.Client, m *metrics.Metrics) *Resolver {
 	return &Resolver{opts: opts, registry: reg, metrics: m}
 }
 
+// retries retry only what a retry can fix, quickly: a 429 is not retried,
+// the cache's failure lifetime paces the next try.
+var retries = []remote.Option{
+	remote.WithRetryStatusCodes(http.StatusRequestTimeout, http.StatusInternalServerError,
+		http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout),
+	remote.WithRetryBackoff(remote.Backoff{Duration: 100 * time.Millisecond, Factor: 2, Jitter: 0.1, Steps: 3}),
+}
+
 // puller returns the current registry session, making a new one when the
 // credentials changed (a pull Secret rotated or deleted) or the old has
 // lived SessionLifetime, so rotated credentials of a mounted file are
@@ -81,13 +90,7 @@ func (r *Resolver) puller() (*remote.Puller, error) {
 	if s := r.session.Load(); s != nil && s.credentials == gen && time.Now().Before(s.expires) {
 		return s.puller, nil
 	}
-	p, err := remote.NewPuller(append(r.registry.Options(context.Background(), registry.Resolve),
-		// Retry only what a retry can fix, quickly: a 429 is not retried,
-		// the cache's failure lifetime paces the next try.
-		remote.WithRetryStatusCodes(http.StatusRequestTimeout, http.StatusInternalServerError,
-			http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout),
-		remote.WithRetryBackoff(remote.Backoff{Duration: 100 * time.Millisecond, Factor: 2, Jitter: 0.1, Steps: 3}))...,
-	)
+	p, err := remote.NewPuller(append(r.registry.Options(context.Background(), registry.Resolve), retries...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -103,11 +106,18 @@ func (r *Resolver) Resolve(ctx context.Context, ref reference.Ref) (Result, erro
 	if err != nil {
 		return Result{}, &Error{Reason: "invalid", Msg: err.Error()}
 	}
-	p, err := r.puller()
-	if err != nil {
-		return Result{}, r.fail(host, &Error{Reason: "internal", Msg: err.Error()})
+	var desc *v1.Descriptor
+	if credentials.ScopeOf(ctx) != nil {
+		// A namespaced lookup never shares a session (and the tokens it
+		// keeps) with another scope.
+		desc, err = remote.Head(nref, append(r.registry.Options(ctx, registry.Resolve), retries...)...)
+	} else {
+		var p *remote.Puller
+		if p, err = r.puller(); err != nil {
+			return Result{}, r.fail(host, &Error{Reason: "internal", Msg: err.Error()})
+		}
+		desc, err = p.Head(ctx, nref)
 	}
-	desc, err := p.Head(ctx, nref)
 	if err != nil {
 		return Result{}, r.fail(host, classify(ctx, ref, err))
 	}

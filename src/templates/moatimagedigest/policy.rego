@@ -27,7 +27,10 @@ has_tag(ref) {
 	i > max(array.concat([-1], indexof_n(ref, "/")))
 }
 
-keys := sort({t[1] | t := tagged[_]})
+# k(ref): the key of the tag ref.
+k(ref) := external.key(ref, pods.pod_spec)
+
+keys := sort({k(t[1]) | t := tagged[_]})
 
 response := external_data({"provider": provider, "keys": keys}) {
 	pods.params.requireCurrentDigest == true
@@ -44,10 +47,10 @@ violation[{"msg": msg}] {
 	msg := sprintf("image provider %s failed: %s", [provider, response.system_error])
 }
 
-stale := [sprintf("%s (pinned %s, %s is %s now)", [t[0], t[2], t[1], answers[t[1]].digest]) |
+stale := [sprintf("%s (pinned %s, %s is %s now)", [t[0], t[2], t[1], answers[k(t[1])].digest]) |
 	t := tagged[_]
-	is_string(answers[t[1]].digest)
-	answers[t[1]].digest != t[2]
+	is_string(answers[k(t[1])].digest)
+	answers[k(t[1])].digest != t[2]
 ]
 
 violation[{"msg": msg}] {
@@ -55,11 +58,11 @@ violation[{"msg": msg}] {
 	msg := sprintf("images are pinned to a digest their tag no longer points at: %s", [concat(", ", stale)])
 }
 
-unanswered := [sprintf("%s (%s)", [t[0], reason(t[1])]) |
+unanswered := [sprintf("%s (%s)", [t[0], reason(k(t[1]))]) |
 	reject_on_error
 	object.get(response, "system_error", "") == ""
 	t := tagged[_]
-	not answered(t[1])
+	not answered(k(t[1]))
 ]
 
 # A helper, not "not is_string(answers[k].digest)": OPA evaluates a call's

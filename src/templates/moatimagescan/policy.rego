@@ -29,7 +29,10 @@ decision(c) := ["reject", "on alwaysReject"] {
 
 scanned := [c | c := pods.fresh[_]; is_string(c.image); decision(c)[0] == "scan"]
 
-keys := sort({c.image | c := scanned[_]})
+# k(c): the key of c's image.
+k(c) := external.key(c.image, pods.pod_spec)
+
+keys := sort({k(c) | c := scanned[_]})
 
 response := external_data({"provider": provider, "keys": keys}) {
 	count(keys) > 0
@@ -38,20 +41,20 @@ response := external_data({"provider": provider, "keys": keys}) {
 answers := external.answers(response)
 
 # verdict(c) for a scanned image: [verdict, reason].
-verdict(c) := ["error", external.failure(response, answers, c.image)] {
-	external.failure(response, answers, c.image)
+verdict(c) := ["error", external.failure(response, answers, k(c))] {
+	external.failure(response, answers, k(c))
 } else := [setting("reportPending", "reject"), "its scan is not finished (report_not_available)"] {
-	answers[c.image].status == "report_not_available"
-} else := [setting("scanFailed", "reject"), sprintf("its scan failed: %v", [object.get(answers[c.image], "reason", "no reason given")])] {
-	answers[c.image].status == "scan_failed"
-} else := ["reject", sprintf("its scan was rejected: %v", [object.get(answers[c.image], "reason", "no reason given")])] {
-	answers[c.image].status == "rejected"
-} else := ["reject", sprintf("%s exceeds maxFindings", [concat(", ", over(answers[c.image]))])] {
-	answers[c.image].status == "accepted"
-	count(over(answers[c.image])) > 0
+	answers[k(c)].status == "report_not_available"
+} else := [setting("scanFailed", "reject"), sprintf("its scan failed: %v", [object.get(answers[k(c)], "reason", "no reason given")])] {
+	answers[k(c)].status == "scan_failed"
+} else := ["reject", sprintf("its scan was rejected: %v", [object.get(answers[k(c)], "reason", "no reason given")])] {
+	answers[k(c)].status == "rejected"
+} else := ["reject", sprintf("%s exceeds maxFindings", [concat(", ", over(answers[k(c)]))])] {
+	answers[k(c)].status == "accepted"
+	count(over(answers[k(c)])) > 0
 } else := ["accept", ""] {
-	answers[c.image].status == "accepted"
-} else := ["error", sprintf("the image provider answered an unknown status %v", [object.get(answers[c.image], "status", "(none)")])]
+	answers[k(c)].status == "accepted"
+} else := ["error", sprintf("the image provider answered an unknown status %v", [object.get(answers[k(c)], "status", "(none)")])]
 
 severities := ["critical", "high", "medium", "low", "negligible", "unknown"]
 

@@ -14,7 +14,10 @@ exempt(c) {
 
 checked := [c | c := pods.fresh[_]; is_string(c.image); not exempt(c)]
 
-keys := sort({c.image | c := checked[_]})
+# k(c): the key of c's image.
+k(c) := external.key(c.image, pods.pod_spec)
+
+keys := sort({k(c) | c := checked[_]})
 
 response := external_data({"provider": setting("provider", "moat"), "keys": keys}) {
 	count(keys) > 0
@@ -28,13 +31,13 @@ signature(k) := s {
 } else := {}
 
 # verdict(c): [verdict, reason]; "error" means the provider failed.
-verdict(c) := ["error", external.failure(response, answers, c.image)] {
-	external.failure(response, answers, c.image)
+verdict(c) := ["error", external.failure(response, answers, k(c))] {
+	external.failure(response, answers, k(c))
 } else := ["accept", ""] {
-	signature(c.image).verified == true
+	signature(k(c)).verified == true
 } else := [setting("pendingPolicy", "reject"), "its signature is not verified yet"] {
-	signature(c.image).status == "pending"
-} else := ["reject", sprintf("no valid signature: %v", [object.get(signature(c.image), "reason", "the provider reports no signature check")])]
+	signature(k(c)).status == "pending"
+} else := ["reject", sprintf("no valid signature: %v", [object.get(signature(k(c)), "reason", "the provider reports no signature check")])]
 
 final(c) := [v, r] {
 	res := verdict(c)

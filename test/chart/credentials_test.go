@@ -115,3 +115,61 @@ func TestCredentialValuesAreChecked(t *testing.T) {
 		}
 	}
 }
+
+// Namespace credentials are opt-in and as narrow as their list: a Role in
+// each namespace listed, a ClusterRole only for ["*"].
+func TestNamespaceCredentialsGrantOnlyTheListedNamespaces(t *testing.T) {
+	objs := render(t, "provider.namespaceCredentials={team-a,team-b}", "imagePolicy.enabled=true",
+		"imagePolicy.credentials=namespace", "imagePolicy.byNamespace.prod.credentials=cluster")
+	if n := count(objs, "ClusterRole") + count(objs, "ClusterRoleBinding"); n != 0 {
+		t.Errorf("%d cluster-wide RBAC objects for two namespaces", n)
+	}
+	var namespaces []string
+	for _, o := range objs {
+		if o.GetKind() != "Role" || o.GetName() != "moat-namespace-credentials" {
+			continue
+		}
+		namespaces = append(namespaces, o.GetNamespace())
+		rules, _, _ := unstructured.NestedSlice(o.Object, "rules")
+		if len(rules) != 1 || !slices.Equal(toStrings(rules[0].(map[string]any)["resources"]), []string{"secrets", "serviceaccounts"}) ||
+			!slices.Equal(toStrings(rules[0].(map[string]any)["verbs"]), []string{"get", "list", "watch"}) {
+			t.Errorf("the Role in %s grants %v", o.GetNamespace(), rules)
+		}
+		bound := false
+		for _, b := range objs {
+			bound = bound || (b.GetKind() == "RoleBinding" && b.GetName() == o.GetName() && b.GetNamespace() == o.GetNamespace())
+		}
+		if !bound {
+			t.Errorf("no RoleBinding beside the Role in %s", o.GetNamespace())
+		}
+	}
+	slices.Sort(namespaces)
+	if !slices.Equal(namespaces, []string{"team-a", "team-b"}) {
+		t.Errorf("Roles in %v, want team-a and team-b", namespaces)
+	}
+	if !slices.Contains(args(t, objs), "--namespace-credentials=team-a,team-b") {
+		t.Errorf("the settings lack --namespace-credentials: %v", args(t, objs))
+	}
+	if mount, _, _ := unstructured.NestedBool(find(objs, "Deployment", "moat").Object, "spec", "template", "spec", "automountServiceAccountToken"); !mount {
+		t.Error("the provider reads namespace credentials without a ServiceAccount token")
+	}
+	for name, want := range map[string]string{"moat-image-scan": "namespace", "moat-image-scan-prod": "cluster"} {
+		c := find(objs, "MoatImageScan", name)
+		if c == nil {
+			t.Fatalf("no MoatImageScan %s", name)
+		}
+		if got, _, _ := unstructured.NestedString(c.Object, "spec", "parameters", "credentials"); got != want {
+			t.Errorf("%s: credentials %q, want %q", name, got, want)
+		}
+	}
+
+	all := render(t, "provider.namespaceCredentials={*}")
+	if count(all, "ClusterRole") != 1 || count(all, "ClusterRoleBinding") != 1 || count(all, "Role") != 0 {
+		t.Errorf("[*]: %d ClusterRoles, %d bindings, %d Roles; want one ClusterRole and its binding", count(all, "ClusterRole"), count(all, "ClusterRoleBinding"), count(all, "Role"))
+	}
+	for _, set := range []string{"provider.namespaceCredentials={*,team-a}", "provider.namespaceCredentials={Team}", "imagePolicy.credentials=tenant"} {
+		if _, err := helmErr("template", "moat", "charts/moat", "-n", "gatekeeper-system", "--kube-version", "1.34.0", "--set", set); err == nil {
+			t.Errorf("%s accepted", set)
+		}
+	}
+}

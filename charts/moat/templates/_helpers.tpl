@@ -143,7 +143,7 @@ tls.key: {{ $ca.Key | b64enc }}
 {{/* Settings the chart sets itself (file paths, addresses, the scanner's wiring): provider.config and
 scanner.config may not set them. */}}
 {{- define "moat.ownedSettings" -}}
-{{ list "config" "check-config" "addr" "metrics-addr" "tls-cert" "tls-key" "client-ca" "scanner" "scanner-url" "scanner-ca" "scanner-cert" "scanner-key" "db-dir" "registry-config" "signature-keys" "signature-fulcio-roots" "signature-rekor-key" "redis-url" "redis-password-file" "redis-mac-key-file" "redis-ca" "redis-cert" "redis-key" "redis-prefix" "redis-budget" "pull-secrets" "pull-secrets-of-service-account" "kubeconfig" "azure-identity" "aws-identity" "gcp-identity" | toJson }}
+{{ list "config" "check-config" "addr" "metrics-addr" "tls-cert" "tls-key" "client-ca" "scanner" "scanner-url" "scanner-ca" "scanner-cert" "scanner-key" "db-dir" "registry-config" "signature-keys" "signature-fulcio-roots" "signature-rekor-key" "redis-url" "redis-password-file" "redis-mac-key-file" "redis-ca" "redis-cert" "redis-key" "redis-prefix" "redis-budget" "pull-secrets" "pull-secrets-of-service-account" "namespace-credentials" "kubeconfig" "azure-identity" "aws-identity" "gcp-identity" | toJson }}
 {{- end -}}
 
 {{/* extra merged over base, refusing a setting the chart owns. */}}
@@ -172,13 +172,14 @@ scanner.config may not set them. */}}
 {{- if .Values.provider.registryCredentialsSecret }}{{ $_ := set $c "registry-config" "/etc/moat/registry/.dockerconfigjson" }}{{ end -}}
 {{- with .Values.provider.pullSecrets }}{{ $_ := set $c "pull-secrets" . }}{{ end -}}
 {{- if .Values.provider.serviceAccountPullSecrets }}{{ $_ := set $c "pull-secrets-of-service-account" (printf "%s/%s" .Release.Namespace (include "moat.serviceAccountName" .)) }}{{ end -}}
+{{- with .Values.provider.namespaceCredentials }}{{ $_ := set $c "namespace-credentials" . }}{{ end -}}
 {{- range $cloud, $mode := .Values.provider.identities }}{{ $_ := set $c (printf "%s-identity" $cloud) $mode }}{{ end -}}
 {{- toJson $c -}}
 {{- end -}}
 
 {{/* Whether Moat's pods read the Kubernetes API (pull secrets): then they mount a token, and nothing else does. */}}
 {{- define "moat.readsTheAPI" -}}
-{{- if or .Values.provider.pullSecrets .Values.provider.serviceAccountPullSecrets }}true{{ else }}false{{ end -}}
+{{- if or .Values.provider.pullSecrets .Values.provider.serviceAccountPullSecrets .Values.provider.namespaceCredentials }}true{{ else }}false{{ end -}}
 {{- end -}}
 
 {{/* `moat serve --config`: every setting by its flag name (docs/reference/flags.md). */}}

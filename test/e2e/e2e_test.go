@@ -157,6 +157,7 @@ func TestEndToEnd(t *testing.T) {
 	t.Run("UpdatesOfPodsAdmittedUnderDryrun", e.updatesAfterEnforcing)
 	t.Run("PodSecurityStandardsVersion", e.podSecurityVersion)
 	t.Run("PullSecretsFollowedThroughTheAPI", func(t *testing.T) { e.pullSecrets(t, dir) })
+	t.Run("NamespaceCredentialsStayInTheirNamespace", func(t *testing.T) { e.namespaceCredentials(t, dir) })
 	t.Run("ReplicasShareReportsThroughRestarts", func(t *testing.T) { e.replicasShareState(t, dir) })
 	t.Run("ProviderDown", e.providerDown)
 }
@@ -862,18 +863,7 @@ func (e *e2e) replicasShareState(t *testing.T, dir string) {
 	if err != nil {
 		t.Fatalf("the first replica never accepted the image in prod: %v", err)
 	}
-	point := func(url string) {
-		for _, p := range e.providers {
-			path := "/validate"
-			if strings.HasSuffix(p.GetName(), "-mutate") {
-				path = "/mutate"
-			}
-			must(t, unstructured.SetNestedField(p.Object, url+path, "spec", "url"))
-			if _, err := e.apply.Apply(ctx, p); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	point := func(url string) { e.pointProviders(t, url) }
 	defer point(e.moatURL)
 	replica, url, ops := e.startReplica(t, dir, "moat-serve-replica")
 	defer func() {
@@ -934,6 +924,21 @@ func (e *e2e) logSharedState(t *testing.T, replicaOps string) {
 			if strings.HasPrefix(l, "moat_shared_") || strings.HasPrefix(l, "moat_resolutions_total") {
 				t.Logf("%s: %s", name, l)
 			}
+		}
+	}
+}
+
+// pointProviders points Gatekeeper's Providers at the replica at url.
+func (e *e2e) pointProviders(t *testing.T, url string) {
+	t.Helper()
+	for _, p := range e.providers {
+		path := "/validate"
+		if strings.HasSuffix(p.GetName(), "-mutate") {
+			path = "/mutate"
+		}
+		must(t, unstructured.SetNestedField(p.Object, url+path, "spec", "url"))
+		if _, err := e.apply.Apply(context.Background(), p); err != nil {
+			t.Fatal(err)
 		}
 	}
 }

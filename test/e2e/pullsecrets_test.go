@@ -56,6 +56,64 @@ func (b *basicAuth) wrap(next http.Handler) http.Handler {
 	})
 }
 
+// lookupAt asks the provider at url about key with moat lookup, as
+// Gatekeeper's client: the digest it answered, or its per-key error.
+func (e *e2e) lookupAt(t *testing.T, url, key string) (digest, failure string) {
+	t.Helper()
+	certs := filepath.Join(filepath.Dir(e.moatBin), "certs")
+	out, err := exec.Command(e.moatBin, "lookup", "-o", "json", "--url", url+"/validate", "--ca", filepath.Join(certs, "ca.crt"),
+		"--cert", filepath.Join(e.gk.CertDir, "tls.crt"), "--key", filepath.Join(e.gk.CertDir, "tls.key"), key).Output()
+	// Exit code 3: an answer with a per-key error, which is read below.
+	if ee, ok := err.(*exec.ExitError); err != nil && (!ok || ee.ExitCode() != 3) {
+		t.Fatalf("moat lookup: %v\n%s", err, out)
+	}
+	var resp struct {
+		Response struct {
+			Items []struct {
+				Value map[string]any `json:"value"`
+				Error string         `json:"error"`
+			} `json:"items"`
+		} `json:"response"`
+	}
+	must(t, json.Unmarshal(out, &resp))
+	if len(resp.Response.Items) != 1 {
+		t.Fatalf("moat lookup: %s", out)
+	}
+	it := resp.Response.Items[0]
+	d, _ := it.Value["digest"].(string)
+	return d, it.Error
+}
+
+// applyChartRBAC renders the chart in ns with sets and applies its
+// ServiceAccount, Roles and RoleBindings; it returns how many it applied.
+func (e *e2e) applyChartRBAC(t *testing.T, ns string, sets ...string) int {
+	t.Helper()
+	args := []string{"tool", "-modfile=tools/helm/go.mod", "helm", "template", "moat", "charts/moat", "-n", ns,
+		"--kube-version", strings.TrimPrefix(e.cl.KubeVersion(), "v")}
+	for _, s := range sets {
+		args = append(args, "--set", s)
+	}
+	helm := exec.Command("go", args...)
+	helm.Dir = root
+	rendered, err := helm.Output()
+	if err != nil {
+		t.Fatalf("helm template: %v", err)
+	}
+	objs, err := cluster.Decode(rendered)
+	must(t, err)
+	applied := 0
+	for _, o := range objs {
+		switch o.GetKind() {
+		case "ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding":
+			if _, err := e.apply.Apply(context.Background(), o); err != nil {
+				t.Fatal(err)
+			}
+			applied++
+		}
+	}
+	return applied
+}
+
 // pullSecrets runs a replica as a ServiceAccount with exactly the chart's
 // RBAC for pull Secrets, and changes the Secrets and the ServiceAccount
 // through the API server while it runs: what it can pull follows them.
@@ -80,28 +138,9 @@ func (e *e2e) pullSecrets(t *testing.T, dir string) {
 	}
 
 	// The chart's ServiceAccount, Role and RoleBinding, as rendered.
-	helm := exec.Command("go", "tool", "-modfile=tools/helm/go.mod", "helm", "template", "moat", "charts/moat", "-n", ns,
-		"--kube-version", strings.TrimPrefix(e.cl.KubeVersion(), "v"), "--set", "provider.pullSecrets={"+ns+"/regcred}",
-		"--set", "provider.serviceAccountPullSecrets=true", "--set", "serviceAccount.imagePullSecrets={sa-cred}")
-	helm.Dir = root
-	rendered, err := helm.Output()
-	if err != nil {
-		t.Fatalf("helm template: %v", err)
-	}
-	objs, err := cluster.Decode(rendered)
-	must(t, err)
-	applied := 0
-	for _, o := range objs {
-		switch o.GetKind() {
-		case "ServiceAccount", "Role", "RoleBinding":
-			if _, err := e.apply.Apply(ctx, o); err != nil {
-				t.Fatal(err)
-			}
-			applied++
-		}
-	}
-	if applied != 3 {
-		t.Fatalf("the chart rendered %d RBAC objects, want a ServiceAccount, a Role and a RoleBinding", applied)
+	if n := e.applyChartRBAC(t, ns, "provider.pullSecrets={"+ns+"/regcred}", "provider.serviceAccountPullSecrets=true",
+		"serviceAccount.imagePullSecrets={sa-cred}"); n != 3 {
+		t.Fatalf("the chart rendered %d RBAC objects, want a ServiceAccount, a Role and a RoleBinding", n)
 	}
 	// What the grant allows: each named object, and nothing else.
 	for _, c := range []struct {
@@ -126,30 +165,7 @@ func (e *e2e) pullSecrets(t *testing.T, dir string) {
 		"--pull-secrets", ns+"/regcred", "--pull-secrets-of-service-account", ns+"/moat", "--insecure-registries", host, "--error-ttl", "1s")
 	defer replica.Stop()
 
-	certs := filepath.Join(filepath.Dir(e.moatBin), "certs")
-	lookup := func(ref string) (digest, failure string) {
-		out, err := exec.Command(e.moatBin, "lookup", "-o", "json", "--url", url+"/validate", "--ca", filepath.Join(certs, "ca.crt"),
-			"--cert", filepath.Join(e.gk.CertDir, "tls.crt"), "--key", filepath.Join(e.gk.CertDir, "tls.key"), ref).Output()
-		// Exit code 3: an answer with a per-key error, which is read below.
-		if ee, ok := err.(*exec.ExitError); err != nil && (!ok || ee.ExitCode() != 3) {
-			t.Fatalf("moat lookup: %v\n%s", err, out)
-		}
-		var resp struct {
-			Response struct {
-				Items []struct {
-					Value map[string]any `json:"value"`
-					Error string         `json:"error"`
-				} `json:"items"`
-			} `json:"response"`
-		}
-		must(t, json.Unmarshal(out, &resp))
-		if len(resp.Response.Items) != 1 {
-			t.Fatalf("moat lookup: %s", out)
-		}
-		it := resp.Response.Items[0]
-		d, _ := it.Value["digest"].(string)
-		return d, it.Error
-	}
+	lookup := func(ref string) (digest, failure string) { return e.lookupAt(t, url, ref) }
 	// until polls fresh tags until pulling succeeds (or fails) as wanted.
 	until := func(what string, wantPull bool) {
 		t.Helper()
@@ -181,7 +197,7 @@ func (e *e2e) pullSecrets(t *testing.T, dir string) {
 	if _, failure := lookup(next()); !strings.Contains(failure, "refused access (HTTP 401)") {
 		t.Fatalf("before any Secret: %q, want refused access", failure)
 	}
-	_, err = secrets.Create(ctx, secret("regcred", "p1"), metav1.CreateOptions{})
+	_, err := secrets.Create(ctx, secret("regcred", "p1"), metav1.CreateOptions{})
 	must(t, err)
 	until("a Secret created", true)
 	auth.mu.Lock()

@@ -257,9 +257,11 @@ func (s *Service) start(k string) (*Answer, <-chan *Answer) {
 		s.cache.Add(k, a, 0, 0) // a bad key stays bad
 		return a, nil
 	}
-	if ref.IsPinned() {
+	// A pinned key needs no registry, but a namespaced one proves its
+	// namespace can pull the digest: another namespace's pull must not
+	// vouch for it.
+	if ref.IsPinned() && scope == nil {
 		a := pinnedAnswer(k, ref)
-		a.scope = scope
 		s.cache.Add(k, a, 0, 0) // a digest never moves
 		return a, nil
 	}

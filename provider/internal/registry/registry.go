@@ -57,8 +57,10 @@ type Client struct {
 	opts     Options
 	metrics  *metrics.Metrics
 	keychain authn.Keychain
-	// namespaces serve namespaced lookups (nil: none are read).
+	// namespaces serve namespaced lookups (nil: none are read), before
+	// identities: the cloud identities, which hold no Secret.
 	namespaces *credentials.Namespaces
+	identities authn.Keychain
 	// changing are the keychains whose content changes while Moat runs.
 	changing []interface{ Generation() uint64 }
 	insecure map[string]bool
@@ -97,6 +99,7 @@ func New(opts Options, m *metrics.Metrics) (*Client, error) {
 		return nil, err
 	}
 	chain = append(chain, clouds...)
+	c.identities = authn.NewMultiKeychain(identitiesOnly(clouds)...)
 	for _, k := range clouds {
 		if g, ok := k.(interface{ Generation() uint64 }); ok {
 			c.changing = append(c.changing, g)
@@ -110,6 +113,17 @@ func New(opts Options, m *metrics.Metrics) (*Client, error) {
 	}
 	c.keychain = authn.NewMultiKeychain(append(chain, authn.DefaultKeychain)...)
 	return c, nil
+}
+
+// identitiesOnly drops the pull Secrets from keychains.
+func identitiesOnly(kcs []authn.Keychain) []authn.Keychain {
+	var out []authn.Keychain
+	for _, k := range kcs {
+		if _, secrets := k.(*credentials.PullSecrets); !secrets {
+			out = append(out, k)
+		}
+	}
+	return out
 }
 
 // CredentialsGeneration changes whenever credentials read through the
@@ -130,12 +144,19 @@ func (c *Client) Transport(purpose string) http.RoundTripper {
 
 // Options are go-containerregistry's remote options for a fetch for
 // purpose: this client's credentials, transport and user agent, and ctx.
-// When ctx carries a credentials.Scope, that namespace's pull Secrets come
-// before the cluster-wide credentials.
+// When ctx carries a credentials.Scope, only that namespace's pull Secrets
+// and the cloud identities are used.
 func (c *Client) Options(ctx context.Context, purpose string) []remote.Option {
 	kc := c.keychain
-	if s := credentials.ScopeOf(ctx); s != nil && c.namespaces != nil {
-		kc = authn.NewMultiKeychain(c.namespaces.Keychain(s), c.keychain)
+	if s := credentials.ScopeOf(ctx); s != nil {
+		// A namespace's own Secrets, then the identities: never a Secret
+		// the namespace does not hold (a mounted file, a cluster-wide pull
+		// Secret, a docker config may be another tenant's).
+		if c.namespaces != nil {
+			kc = authn.NewMultiKeychain(c.namespaces.Keychain(s), c.identities)
+		} else {
+			kc = c.identities
+		}
 	}
 	return []remote.Option{
 		remote.WithContext(ctx),

@@ -1,6 +1,7 @@
 // Package credentials is where registry credentials come from besides a
 // mounted docker config file: image pull Secrets read through the
-// Kubernetes API, and the workload identities of the clouds (Azure
+// Kubernetes API (cluster-wide ones, and each namespace's own for the
+// lookups scoped to it), and the workload identities of the clouds (Azure
 // Container Registry through Microsoft Entra, ECR through the AWS default
 // credential chain, Artifact Registry and GCR through Google's default
 // credentials). Each identity is asked only about the registry hosts it

@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"strings"
 
-	"k8s.io/apimachinery/pkg/util/validation"
-
 	"github.com/moat-dev/moat/provider/internal/credentials"
 	"github.com/moat-dev/moat/provider/internal/reference"
 )
@@ -41,13 +39,8 @@ func parse(k string) (reference.Ref, *credentials.Scope, error) {
 	if parts[2] != "" {
 		s.Secrets = strings.Split(parts[2], ",")
 	}
-	if errs := validation.IsDNS1123Label(s.Namespace); len(errs) > 0 {
-		return reference.Ref{}, nil, fmt.Errorf("%q: namespace %q: %s", k, s.Namespace, errs[0])
-	}
-	for _, n := range append([]string{s.ServiceAccount}, s.Secrets...) {
-		if errs := validation.IsDNS1123Subdomain(n); len(errs) > 0 {
-			return reference.Ref{}, nil, fmt.Errorf("%q: name %q: %s", k, n, errs[0])
-		}
+	if err := s.Check(); err != nil {
+		return reference.Ref{}, nil, fmt.Errorf("%q: %v", k, err)
 	}
 	ref, err := reference.Parse(image)
 	if err != nil {

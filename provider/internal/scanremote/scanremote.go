@@ -23,6 +23,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/moat-dev/moat/provider/internal/credentials"
 	"github.com/moat-dev/moat/provider/internal/scan"
 )
 
@@ -33,6 +34,9 @@ const maxBody = 4 << 20 // a result of thousands of findings fits
 
 type request struct {
 	Image string `json:"image"`
+	// Scope is the credentials of a namespaced lookup: the service pulls
+	// with that namespace's Secrets, as the provider would.
+	Scope *credentials.Scope `json:"scope,omitempty"`
 }
 
 type response struct {
@@ -62,7 +66,13 @@ func Handler(s scan.Scanner, workers int, log *slog.Logger) http.Handler {
 		case <-r.Context().Done():
 			return
 		}
-		res, err := s.Scan(r.Context(), req.Image)
+		if req.Scope != nil {
+			if err := req.Scope.Check(); err != nil {
+				reply(w, http.StatusBadRequest, response{Error: "scope: " + err.Error(), Kind: "unsupported"})
+				return
+			}
+		}
+		res, err := s.Scan(credentials.WithScope(r.Context(), req.Scope), req.Image)
 		if err != nil {
 			log.Warn("scan failed", "image", req.Image, "kind", scan.KindOf(err), "error", err.Error())
 			reply(w, http.StatusUnprocessableEntity, response{Error: err.Error(), Kind: scan.KindOf(err)})
@@ -142,7 +152,7 @@ func (c *Client) Watch(ctx context.Context, every time.Duration) {
 
 // Scan asks the service to scan image and waits for the result.
 func (c *Client) Scan(ctx context.Context, image string) (scan.Result, error) {
-	body, _ := json.Marshal(request{Image: image})
+	body, _ := json.Marshal(request{Image: image, Scope: credentials.ScopeOf(ctx)})
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewReader(body))
 	if err != nil {
 		return scan.Result{}, scan.Errorf("scanner", "scanner service %s: %v", c.url, err)

@@ -23,7 +23,9 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"golang.org/x/sync/singleflight"
-	"k8s.io/client-go/kubernetes"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 )
@@ -201,7 +203,7 @@ func CheckHostPattern(p string) error {
 }
 
 // kubeClient reaches the API server through kubeconfig, or in-cluster.
-func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
+func kubeClient(kubeconfig string) (rest.Interface, error) {
 	var cfg *rest.Config
 	var err error
 	if kubeconfig != "" {
@@ -213,7 +215,17 @@ func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
 		return nil, fmt.Errorf("pull secrets need the Kubernetes API: %w (outside a cluster, name a kubeconfig with --kubeconfig)", err)
 	}
 	cfg.UserAgent = "moat"
-	return kubernetes.NewForConfig(cfg)
+	// A REST client of the core group that knows only its types: the
+	// clientset (and its scheme of every API group) would add some 25 MB
+	// to the binary for two kinds Moat reads.
+	scheme := runtime.NewScheme()
+	if err := corev1.AddToScheme(scheme); err != nil {
+		return nil, err
+	}
+	cfg.APIPath = "/api"
+	cfg.GroupVersion = &corev1.SchemeGroupVersion
+	cfg.NegotiatedSerializer = serializer.NewCodecFactory(scheme).WithoutConversion()
+	return rest.RESTClientFor(cfg)
 }
 
 // refreshBefore is how long before its end a token is replaced, in the

@@ -11,7 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -33,7 +33,7 @@ const All = "*"
 
 // WatchNamespaces starts watching the namespaces listed (or every one, with
 // All) and returns once each watch has listed once, or after syncTimeout.
-func WatchNamespaces(ctx context.Context, client kubernetes.Interface, namespaces []string, log *slog.Logger) (*Namespaces, error) {
+func WatchNamespaces(ctx context.Context, client rest.Interface, namespaces []string, log *slog.Logger) (*Namespaces, error) {
 	n := &Namespaces{log: log, secrets: cache.NewStore(cache.MetaNamespaceKeyFunc), accounts: cache.NewStore(cache.MetaNamespaceKeyFunc)}
 	list := namespaces
 	if len(namespaces) == 1 && namespaces[0] == All {
@@ -62,8 +62,8 @@ func WatchNamespaces(ctx context.Context, client kubernetes.Interface, namespace
 }
 
 // watch mirrors one kind of one namespace (selected by selector) into store.
-func (n *Namespaces) watch(ctx context.Context, client kubernetes.Interface, resource string, obj runtime.Object, ns, selector string, store cache.Store) cache.InformerSynced {
-	lw := cache.NewFilteredListWatchFromClient(client.CoreV1().RESTClient(), resource, ns, func(o *metav1.ListOptions) { o.FieldSelector = selector })
+func (n *Namespaces) watch(ctx context.Context, client rest.Interface, resource string, obj runtime.Object, ns, selector string, store cache.Store) cache.InformerSynced {
+	lw := cache.NewFilteredListWatchFromClient(client, resource, ns, func(o *metav1.ListOptions) { o.FieldSelector = selector })
 	inf := cache.NewSharedIndexInformer(lw, obj, 0, cache.Indexers{})
 	_ = inf.SetWatchErrorHandler(func(_ *cache.Reflector, err error) {
 		n.log.Warn("namespace credentials: cannot read "+resource+" in "+namespaceName(ns)+"; grant Moat's ServiceAccount get, list and watch on them (the chart's provider.namespaceCredentials does)", "error", err.Error())

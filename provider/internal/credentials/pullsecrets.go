@@ -17,7 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -26,7 +26,7 @@ import (
 // Secrets listed by name, and those of a ServiceAccount's imagePullSecrets.
 // Listed Secrets are asked first, in order, then the ServiceAccount's.
 type PullSecrets struct {
-	client kubernetes.Interface
+	client rest.Interface
 	log    *slog.Logger
 	ctx    context.Context
 
@@ -66,7 +66,7 @@ const syncTimeout = 10 * time.Second
 // and returns once each was read once (or after syncTimeout; a Secret not
 // read yet holds no credential, which can only deny, never admit). The
 // watches end with ctx.
-func WatchPullSecrets(ctx context.Context, client kubernetes.Interface, listed []string, serviceAccount string, log *slog.Logger) (*PullSecrets, error) {
+func WatchPullSecrets(ctx context.Context, client rest.Interface, listed []string, serviceAccount string, log *slog.Logger) (*PullSecrets, error) {
 	p := &PullSecrets{client: client, log: log, ctx: ctx, configs: map[objectRef]*configfile.ConfigFile{}, watching: map[objectRef]context.CancelFunc{}}
 	for _, s := range listed {
 		r, err := ParseObjectRef(s)
@@ -98,7 +98,7 @@ func WatchPullSecrets(ctx context.Context, client kubernetes.Interface, listed [
 // informer watches the one object kind/ref names (a field selector on its
 // name, so a Role with resourceNames allows it).
 func (p *PullSecrets) informer(ctx context.Context, resource string, obj runtime.Object, ref objectRef, h cache.ResourceEventHandlerFuncs) cache.InformerSynced {
-	lw := cache.NewFilteredListWatchFromClient(p.client.CoreV1().RESTClient(), resource, ref.Namespace, func(o *metav1.ListOptions) {
+	lw := cache.NewFilteredListWatchFromClient(p.client, resource, ref.Namespace, func(o *metav1.ListOptions) {
 		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", ref.Name).String()
 	})
 	inf := cache.NewSharedIndexInformer(lw, obj, 0, cache.Indexers{})

@@ -49,6 +49,16 @@ func (e *e2e) namespaceCredentials(t *testing.T, dir string) {
 	if n := e.applyChartRBAC(t, home, "provider.namespaceCredentials={tenant-a,tenant-b}", "provider.pullSecrets={tenant-a/regcred}"); n != 7 {
 		t.Fatalf("the chart rendered %d RBAC objects, want a ServiceAccount and three Roles with their bindings", n)
 	}
+	// The new Roles are in force before the replica starts.
+	err = cluster.Poll(ctx, 30*time.Second, func() error {
+		for _, ns := range []string{"tenant-a", "tenant-b"} {
+			if !e.canI(t, "system:serviceaccount:"+home+":moat", ns, "watch", "secrets", "") {
+				return fmt.Errorf("the ServiceAccount may not watch the Secrets of %s yet", ns)
+			}
+		}
+		return nil
+	})
+	must(t, err)
 	kubeconfig := filepath.Join(dir, "moat-tenancy.kubeconfig")
 	must(t, e.cl.ServiceAccountKubeconfig(ctx, home, "moat", kubeconfig))
 	replica, url, _ := e.startReplicaWith(t, dir, "moat-serve-tenancy", "--kubeconfig", kubeconfig,

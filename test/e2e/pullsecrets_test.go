@@ -84,6 +84,17 @@ func (e *e2e) lookupAt(t *testing.T, url, key string) (digest, failure string) {
 	return d, it.Error
 }
 
+// canI reports whether user may do verb on resource name in ns, as the API
+// server's authorizer says (a SubjectAccessReview).
+func (e *e2e) canI(t *testing.T, user, ns, verb, resource, name string) bool {
+	t.Helper()
+	sar, err := e.client.AuthorizationV1().SubjectAccessReviews().Create(context.Background(), &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+		User: user, Groups: []string{"system:serviceaccounts", "system:authenticated"},
+		ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: ns, Verb: verb, Resource: resource, Name: name}}}, metav1.CreateOptions{})
+	must(t, err)
+	return sar.Status.Allowed
+}
+
 // applyChartRBAC renders the chart in ns with sets and applies its
 // ServiceAccount, Roles and RoleBindings; it returns how many it applied.
 func (e *e2e) applyChartRBAC(t *testing.T, ns string, sets ...string) int {
@@ -142,20 +153,24 @@ func (e *e2e) pullSecrets(t *testing.T, dir string) {
 		"serviceAccount.imagePullSecrets={sa-cred}"); n != 3 {
 		t.Fatalf("the chart rendered %d RBAC objects, want a ServiceAccount, a Role and a RoleBinding", n)
 	}
-	// What the grant allows: each named object, and nothing else.
-	for _, c := range []struct {
-		verb, resource, name string
-		allowed              bool
-	}{
-		{"watch", "secrets", "regcred", true}, {"get", "secrets", "sa-cred", true}, {"list", "serviceaccounts", "moat", true},
-		{"list", "secrets", "", false}, {"get", "secrets", "other", false}, {"get", "serviceaccounts", "default", false},
-	} {
-		sar, err := e.client.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
-			User: "system:serviceaccount:" + ns + ":moat", Groups: []string{"system:serviceaccounts", "system:authenticated"},
-			ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: ns, Verb: c.verb, Resource: c.resource, Name: c.name}}}, metav1.CreateOptions{})
-		must(t, err)
-		if sar.Status.Allowed != c.allowed {
-			t.Errorf("%s %s %q: allowed %v, want %v", c.verb, c.resource, c.name, sar.Status.Allowed, c.allowed)
+	// What the grant allows: each named object, and nothing else. The API
+	// server's authorizer sees a new Role within moments: the allowed
+	// side is polled until it does, then the denied side is checked.
+	user := "system:serviceaccount:" + ns + ":moat"
+	err := cluster.Poll(ctx, 30*time.Second, func() error {
+		for _, c := range [][3]string{{"watch", "secrets", "regcred"}, {"get", "secrets", "sa-cred"}, {"list", "serviceaccounts", "moat"}} {
+			if !e.canI(t, user, ns, c[0], c[1], c[2]) {
+				return fmt.Errorf("%s may not %s %s %q", user, c[0], c[1], c[2])
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range [][3]string{{"list", "secrets", ""}, {"get", "secrets", "other"}, {"get", "serviceaccounts", "default"}} {
+		if e.canI(t, user, ns, c[0], c[1], c[2]) {
+			t.Errorf("%s may %s %s %q: the chart grants more than the named objects", user, c[0], c[1], c[2])
 		}
 	}
 
@@ -197,7 +212,7 @@ func (e *e2e) pullSecrets(t *testing.T, dir string) {
 	if _, failure := lookup(next()); !strings.Contains(failure, "refused access (HTTP 401)") {
 		t.Fatalf("before any Secret: %q, want refused access", failure)
 	}
-	_, err := secrets.Create(ctx, secret("regcred", "p1"), metav1.CreateOptions{})
+	_, err = secrets.Create(ctx, secret("regcred", "p1"), metav1.CreateOptions{})
 	must(t, err)
 	until("a Secret created", true)
 	auth.mu.Lock()

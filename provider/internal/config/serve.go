@@ -222,7 +222,7 @@ func (s *Serve) App(version string) app.Config {
 
 func (g Registry) options(version string) registry.Options {
 	return registry.Options{PerHostConcurrency: g.Concurrency, RegistryConfig: g.ConfigFile, InsecureRegistries: g.Insecure, UserAgent: "moat/" + version,
-		Identities: credentials.Options{Azure: g.AzureIdentity, AWS: g.AWSIdentity, GCP: g.GCPIdentity,
+		Credentials: credentials.Options{Azure: g.AzureIdentity, AWS: g.AWSIdentity, GCP: g.GCPIdentity,
 			AzureHosts: g.AzureRegistries, AWSHosts: g.AWSRegistries, GCPHosts: g.GCPRegistries,
 			PullSecrets: g.PullSecrets, PullSecretsOf: g.PullSecretsOf, Namespaces: g.NamespaceCredentials, Kubeconfig: g.Kubeconf}}
 }

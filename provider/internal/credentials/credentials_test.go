@@ -82,7 +82,7 @@ func irsa(t *testing.T) {
 func newClient(t *testing.T, c *cloud, plain string, ids credentials.Options) *registry.Client {
 	t.Helper()
 	ids.Identity = c.client()
-	rc, err := registry.New(registry.Options{PerHostConcurrency: 8, InsecureRegistries: []string{plain}, Identities: ids}, metrics.New())
+	rc, err := registry.New(registry.Options{PerHostConcurrency: 8, InsecureRegistries: []string{plain}, Credentials: ids}, metrics.New())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -318,7 +318,7 @@ func TestOptionsAreChecked(t *testing.T) {
 		{GCP: credentials.On, GCPHosts: []string{"gcr.io/team"}},
 		{Azure: credentials.On, AzureHosts: []string{"[.azurecr.io"}},
 	} {
-		if _, err := registry.New(registry.Options{PerHostConcurrency: 1, Identities: o}, metrics.New()); err == nil {
+		if _, err := registry.New(registry.Options{PerHostConcurrency: 1, Credentials: o}, metrics.New()); err == nil {
 			t.Errorf("%+v accepted", o)
 		}
 	}

@@ -46,9 +46,10 @@ type Options struct {
 	Transport http.RoundTripper
 	// UserAgent is sent to registries.
 	UserAgent string
-	// Identities are the cloud identities asked for the hosts they serve.
-	Identities credentials.Options
-	// Log receives what the identities log; nil: discarded.
+	// Credentials are the pull Secrets read through the Kubernetes API and
+	// the cloud identities (package credentials).
+	Credentials credentials.Options
+	// Log receives what the credential sources log; nil: discarded.
 	Log *slog.Logger
 }
 
@@ -85,22 +86,23 @@ func New(opts Options, m *metrics.Metrics) (*Client, error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	// The file first, so an operator can override an identity for a host;
-	// then the identities, each asked only about its own hosts.
+	// The file first, so an operator can override any other source for a
+	// host; then the pull Secrets; then the identities, each asked only
+	// about its own hosts; then the default keychain.
 	var chain []authn.Keychain
 	if opts.RegistryConfig != "" {
 		chain = append(chain, fileKeychain{path: opts.RegistryConfig})
 	}
-	ids := opts.Identities
+	ids := opts.Credentials
 	ids.Transport = c.Transport(Credentials)
 	ids.PlainHTTP = func(host string) bool { return c.insecure[host] }
-	clouds, err := credentials.Keychains(ids, opts.Log)
+	sources, err := credentials.Keychains(ids, opts.Log)
 	if err != nil {
 		return nil, err
 	}
-	chain = append(chain, clouds...)
-	c.identities = authn.NewMultiKeychain(identitiesOnly(clouds)...)
-	for _, k := range clouds {
+	chain = append(chain, sources...)
+	c.identities = authn.NewMultiKeychain(identitiesOnly(sources)...)
+	for _, k := range sources {
 		if g, ok := k.(interface{ Generation() uint64 }); ok {
 			c.changing = append(c.changing, g)
 		}

@@ -4,12 +4,16 @@
 package vulndb
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,7 +42,7 @@ type Options struct {
 type Snapshot struct {
 	Provider vulnerability.Provider
 	// ID changes with every database: schema, build time and checksum,
-	// "v6.1.3@2026-11-22T06:12:00Z/xxh64:…".
+	// "v6.1.3@2026-11-22T06:12:00Z/sha256:…" (a local file) or ".../xxh64:…" (downloaded).
 	ID     string
 	Schema string
 	Built  time.Time
@@ -188,15 +192,38 @@ func (d *DB) load(from string) (*Snapshot, error) {
 		return fail(err)
 	}
 	built := desc.Built.Time.UTC()
+	digest := im.Digest
+	if !strings.Contains(from, "://") {
+		// A local file is named by its own digest: Grype's import digest of
+		// one file was seen to differ between two processes, and replicas
+		// that disagree on the ID share no reports.
+		if digest, err = fileDigest(from); err != nil {
+			return fail(err)
+		}
+	}
 	return &Snapshot{
 		Provider: v6.NewVulnerabilityProvider(r),
-		ID:       desc.SchemaVersion.String() + "@" + built.Format(time.RFC3339) + "/" + im.Digest,
+		ID:       desc.SchemaVersion.String() + "@" + built.Format(time.RFC3339) + "/" + digest,
 		Schema:   desc.SchemaVersion.String(),
 		Built:    built,
 		From:     from,
 		desc:     desc,
 		dir:      dir,
 	}, nil
+}
+
+// fileDigest is "sha256:<hex>" of the file at path.
+func fileDigest(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
 }
 
 func (d *DB) client() (v6dist.Client, error) {

@@ -928,6 +928,15 @@ func (e *e2e) logSharedState(t *testing.T, replicaOps string) {
 	}
 }
 
+// waitEnforced waits until Gatekeeper enforces the constraint c.
+func (e *e2e) waitEnforced(t *testing.T, c *unstructured.Unstructured) {
+	t.Helper()
+	e.waitStatus(t, c, func(st map[string]any) bool {
+		pods, _ := st["byPod"].([]any)
+		return len(pods) > 0 && pods[0].(map[string]any)["enforced"] == true
+	})
+}
+
 // pointProviders points Gatekeeper's Providers at the replica at url.
 func (e *e2e) pointProviders(t *testing.T, url string) {
 	t.Helper()
@@ -998,10 +1007,7 @@ func (e *e2e) podSecurityVersion(t *testing.T) {
 	}
 	// The rule begins in 1.34: under v1.33 the constraint, once
 	// enforced, admits the pod; moved to v1.34 it denies it.
-	e.waitStatus(t, c, func(st map[string]any) bool {
-		pods, _ := st["byPod"].([]any)
-		return len(pods) > 0 && pods[0].(map[string]any)["enforced"] == true
-	})
+	e.waitEnforced(t, c)
 	if _, err := e.create(probing(), true); err != nil {
 		t.Fatalf("version v1.33: %v, want admitted", err)
 	}

@@ -85,10 +85,7 @@ func (e *e2e) namespaceCredentials(t *testing.T, dir string) {
 			_ = r.Delete(ctx, scan.GetName(), metav1.DeleteOptions{})
 		}
 	}()
-	e.waitStatus(t, scan, func(st map[string]any) bool {
-		pods, _ := st["byPod"].([]any)
-		return len(pods) > 0 && pods[0].(map[string]any)["enforced"] == true
-	})
+	e.waitEnforced(t, scan)
 	e.pointProviders(t, url)
 	defer e.pointProviders(t, e.moatURL)
 

@@ -44,7 +44,13 @@ func pod(ns, image string) *unstructured.Unstructured {
 // violations.
 func verdict(t *testing.T, c *client.Client, ns, image string) string {
 	t.Helper()
-	resp, err := c.Review(context.Background(), pod(ns, image))
+	return review(t, c, pod(ns, image))
+}
+
+// review is verdict for any object.
+func review(t *testing.T, c *client.Client, obj *unstructured.Unstructured) string {
+	t.Helper()
+	resp, err := c.Review(context.Background(), obj)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,24 +135,10 @@ func TestNamespacedKeysDecideLikePlainOnes(t *testing.T) {
 		must(t, unstructured.SetNestedSlice(p.Object, []any{map[string]any{"name": "regcred"}}, "spec", "imagePullSecrets"))
 		return p
 	}
-	review := func(p *unstructured.Unstructured) string {
-		resp, err := c.Review(ctx, p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var out []string
-		for _, r := range resp.Results() {
-			out = append(out, r.EnforcementAction+": "+r.Msg)
-		}
-		if len(out) == 0 {
-			return "allow"
-		}
-		return strings.Join(out, "\n")
-	}
 	until := func(p *unstructured.Unstructured, want string) string {
 		deadline := time.Now().Add(30 * time.Second)
 		for {
-			v := review(p)
+			v := review(t, c, p)
 			if strings.Contains(v, want) || (want == "allow" && v == "allow") || time.Now().After(deadline) {
 				return v
 			}

@@ -10,7 +10,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 )
@@ -20,10 +19,10 @@ import (
 // each namespace's kubernetes.io/dockerconfigjson Secrets and of its
 // ServiceAccounts (or of all namespaces').
 type Namespaces struct {
-	watched  map[string]bool // nil: every namespace
-	secrets  cache.Store
-	accounts cache.Store
-	log      *slog.Logger
+	watched map[string]bool // nil: every namespace
+	// secrets and accounts are the informers' stores, one per watch.
+	secrets, accounts []cache.Store
+	log               *slog.Logger
 	// generation counts changes, as PullSecrets' does.
 	generation atomic.Uint64
 }
@@ -34,7 +33,7 @@ const All = "*"
 // WatchNamespaces starts watching the namespaces listed (or every one, with
 // All) and returns once each watch has listed once, or after syncTimeout.
 func WatchNamespaces(ctx context.Context, client rest.Interface, namespaces []string, log *slog.Logger) (*Namespaces, error) {
-	n := &Namespaces{log: log, secrets: cache.NewStore(cache.MetaNamespaceKeyFunc), accounts: cache.NewStore(cache.MetaNamespaceKeyFunc)}
+	n := &Namespaces{log: log}
 	list := namespaces
 	if len(namespaces) == 1 && namespaces[0] == All {
 		list = []string{metav1.NamespaceAll}
@@ -47,11 +46,18 @@ func WatchNamespaces(ctx context.Context, client rest.Interface, namespaces []st
 			n.watched[ns] = true
 		}
 	}
+	// Every event changes what a scope resolves to: sessions start anew.
+	changed := func(any) { n.generation.Add(1) }
+	h := cache.ResourceEventHandlerFuncs{AddFunc: changed, UpdateFunc: func(_, o any) { changed(o) }, DeleteFunc: changed}
+	const grant = "grant Moat's ServiceAccount get, list and watch on them (the chart's provider.namespaceCredentials does)"
 	var synced []cache.InformerSynced
 	for _, ns := range list {
-		synced = append(synced,
-			n.watch(ctx, client, "secrets", &corev1.Secret{}, ns, fields.OneTermEqualSelector("type", string(corev1.SecretTypeDockerConfigJson)).String(), n.secrets),
-			n.watch(ctx, client, "serviceaccounts", &corev1.ServiceAccount{}, ns, "", n.accounts))
+		secrets := watch(ctx, client, "secrets", &corev1.Secret{}, ns,
+			fields.OneTermEqualSelector("type", string(corev1.SecretTypeDockerConfigJson)).String(), h, log, grant)
+		accounts := watch(ctx, client, "serviceaccounts", &corev1.ServiceAccount{}, ns, "", h, log, grant)
+		n.secrets = append(n.secrets, secrets.GetStore())
+		n.accounts = append(n.accounts, accounts.GetStore())
+		synced = append(synced, secrets.HasSynced, accounts.HasSynced)
 	}
 	wait, cancel := context.WithTimeout(ctx, syncTimeout)
 	defer cancel()
@@ -59,42 +65,6 @@ func WatchNamespaces(ctx context.Context, client rest.Interface, namespaces []st
 		log.Warn("namespace credentials: not every namespace could be read yet; their namespaced keys use the cluster-wide credentials until they are", "after", syncTimeout.String())
 	}
 	return n, nil
-}
-
-// watch mirrors one kind of one namespace (selected by selector) into store.
-func (n *Namespaces) watch(ctx context.Context, client rest.Interface, resource string, obj runtime.Object, ns, selector string, store cache.Store) cache.InformerSynced {
-	lw := cache.NewFilteredListWatchFromClient(client, resource, ns, func(o *metav1.ListOptions) { o.FieldSelector = selector })
-	inf := cache.NewSharedIndexInformer(lw, obj, 0, cache.Indexers{})
-	_ = inf.SetWatchErrorHandler(func(_ *cache.Reflector, err error) {
-		n.log.Warn("namespace credentials: cannot read "+resource+" in "+namespaceName(ns)+"; grant Moat's ServiceAccount get, list and watch on them (the chart's provider.namespaceCredentials does)", "error", err.Error())
-	})
-	changed := func(obj any, del bool) {
-		if del {
-			_ = store.Delete(obj)
-		} else {
-			_ = store.Update(obj)
-		}
-		n.generation.Add(1)
-	}
-	_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(o any) { changed(o, false) },
-		UpdateFunc: func(_, o any) { changed(o, false) },
-		DeleteFunc: func(o any) {
-			if d, ok := o.(cache.DeletedFinalStateUnknown); ok {
-				o = d.Obj
-			}
-			changed(o, true)
-		},
-	})
-	go inf.Run(ctx.Done())
-	return inf.HasSynced
-}
-
-func namespaceName(ns string) string {
-	if ns == metav1.NamespaceAll {
-		return "every namespace"
-	}
-	return "namespace " + ns
 }
 
 // Generation changes whenever a watched Secret or ServiceAccount does.
@@ -117,13 +87,13 @@ func (k scoped) Resolve(t authn.Resource) (authn.Authenticator, error) {
 		return authn.Anonymous, nil
 	}
 	names := append([]string(nil), k.s.Secrets...)
-	if o, ok, _ := k.n.accounts.GetByKey(k.s.Namespace + "/" + k.s.ServiceAccount); ok {
+	if o, ok := get(k.n.accounts, k.s.Namespace+"/"+k.s.ServiceAccount); ok {
 		for _, r := range o.(*corev1.ServiceAccount).ImagePullSecrets {
 			names = append(names, r.Name)
 		}
 	}
 	for _, name := range names {
-		o, ok, _ := k.n.secrets.GetByKey(k.s.Namespace + "/" + name)
+		o, ok := get(k.n.secrets, k.s.Namespace+"/"+name)
 		if !ok {
 			continue
 		}
@@ -140,4 +110,14 @@ func (k scoped) Resolve(t authn.Resource) (authn.Authenticator, error) {
 		}
 	}
 	return authn.Anonymous, nil
+}
+
+// get is the object under key in whichever store holds it.
+func get(stores []cache.Store, key string) (any, bool) {
+	for _, s := range stores {
+		if o, ok, _ := s.GetByKey(key); ok {
+			return o, true
+		}
+	}
+	return nil, false
 }

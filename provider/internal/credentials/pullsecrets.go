@@ -14,7 +14,6 @@ import (
 	"github.com/docker/cli/cli/config/configfile"
 	"github.com/google/go-containerregistry/pkg/authn"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
@@ -95,19 +94,11 @@ func WatchPullSecrets(ctx context.Context, client rest.Interface, listed []strin
 	return p, nil
 }
 
-// informer watches the one object kind/ref names (a field selector on its
+// informer watches the one object ref names (a field selector on its
 // name, so a Role with resourceNames allows it).
 func (p *PullSecrets) informer(ctx context.Context, resource string, obj runtime.Object, ref objectRef, h cache.ResourceEventHandlerFuncs) cache.InformerSynced {
-	lw := cache.NewFilteredListWatchFromClient(p.client, resource, ref.Namespace, func(o *metav1.ListOptions) {
-		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", ref.Name).String()
-	})
-	inf := cache.NewSharedIndexInformer(lw, obj, 0, cache.Indexers{})
-	_ = inf.SetWatchErrorHandler(func(_ *cache.Reflector, err error) {
-		p.log.Warn("pull secrets: cannot read "+resource+" "+ref.String()+"; grant Moat's ServiceAccount get, list and watch on it (the chart's provider.pullSecrets does)", "error", err.Error())
-	})
-	_, _ = inf.AddEventHandler(h)
-	go inf.Run(ctx.Done())
-	return inf.HasSynced
+	return watch(ctx, p.client, resource, obj, ref.Namespace, fields.OneTermEqualSelector("metadata.name", ref.Name).String(), h, p.log,
+		"grant Moat's ServiceAccount get, list and watch on "+ref.String()+" (the chart's provider.pullSecrets does)").HasSynced
 }
 
 func (p *PullSecrets) watchSecret(r objectRef) cache.InformerSynced {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http/httptest"
 	"os"
@@ -13,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/moat-dev/moat/provider/internal/devregistry"
@@ -31,60 +31,11 @@ import (
 // plain-HTTP registry the operator did not list, and each is counted under
 // its purpose when the registry is listed.
 func TestEveryFetchRefusesUnlistedPlainHTTPAndIsCounted(t *testing.T) {
-	served := devregistry.New()
-	srv := httptest.NewServer(served)
-	t.Cleanup(srv.Close)
-	host := strings.TrimPrefix(srv.URL, "http://")
-	img, err := samples.Image(samples.Images["high"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref, err := devregistry.Write(context.Background(), host+"/app:v1", img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key := testenv.NewKeySigner(t)
-	key.Sign(t, ref)
+	served, host, ref, key := signedSample(t, "app:v1")
 	key.Attest(t, ref, "vuln", testenv.VulnPredicate("https://github.com/anchore/grype", `{"matches":[]}`, time.Now()))
-
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	dbPath := filepath.Join(t.TempDir(), "vulnerability.db")
-	if err := samples.WriteDB(dbPath); err != nil {
-		t.Fatal(err)
-	}
-	db, err := vulndb.New(vulndb.Options{Dir: filepath.Join(t.TempDir(), "db")}, quiet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(db.Close)
-	if err := db.Load(dbPath); err != nil {
-		t.Fatal(err)
-	}
-
-	// fetches runs one fetch of each purpose through c and returns the
-	// error of each.
+	db := sampleDB(t)
 	fetches := func(c *registry.Client, m *metrics.Metrics) map[string]error {
-		ctx := context.Background()
-		out := map[string]error{}
-		r, err := reference.Parse(host + "/app:v1")
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, out[registry.Resolve] = resolve.New(resolve.Options{}, c, m).Resolve(ctx, r)
-		e, err := grypescan.New(grypescan.Options{Registry: c}, db)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, out[registry.Scan] = e.Scan(ctx, ref.String())
-		v, err := sigcheck.New(sigcheck.Options{Trust: sigcheck.Trust{KeyFiles: []string{key.PubFile}, IgnoreTlog: true}, Registry: c})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if s := v.Verify(ctx, ref.String()); !s.Verified {
-			out[registry.Signature] = &sigError{s.Reason}
-		}
-		_, out[registry.Attestation] = v.Attestations(ctx, ref.String())
-		return out
+		return fetchEach(t, c, m, host+"/app:v1", ref, key, db, true)
 	}
 
 	before := served.Requests()
@@ -129,56 +80,12 @@ func TestEveryFetchRefusesUnlistedPlainHTTPAndIsCounted(t *testing.T) {
 // credentials each fails, the resolution with an error that says what to
 // configure; with a docker config file each succeeds.
 func TestEveryFetchAuthenticatesWithBearerTokens(t *testing.T) {
-	served := devregistry.New()
-	srv := httptest.NewServer(served)
-	t.Cleanup(srv.Close)
-	host := strings.TrimPrefix(srv.URL, "http://")
-	img, err := samples.Image(samples.Images["high"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref, err := devregistry.Write(context.Background(), host+"/private/app:v1", img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key := testenv.NewKeySigner(t)
-	key.Sign(t, ref)
+	served, host, ref, key := signedSample(t, "private/app:v1")
 	auth := &devregistry.TokenAuth{Users: map[string]string{"team": "s3cret"}}
 	served.SetTokenAuth(auth)
-
-	db, err := vulndb.New(vulndb.Options{Dir: filepath.Join(t.TempDir(), "db")}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(db.Close)
-	dbPath := filepath.Join(t.TempDir(), "vulnerability.db")
-	if err := samples.WriteDB(dbPath); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Load(dbPath); err != nil {
-		t.Fatal(err)
-	}
+	db := sampleDB(t)
 	fetches := func(c *registry.Client) map[string]error {
-		ctx := context.Background()
-		out := map[string]error{}
-		r, err := reference.Parse(host + "/private/app:v1")
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, out[registry.Resolve] = resolve.New(resolve.Options{}, c, metrics.New()).Resolve(ctx, r)
-		e, err := grypescan.New(grypescan.Options{Registry: c}, db)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, out[registry.Scan] = e.Scan(ctx, ref.String())
-		v, err := sigcheck.New(sigcheck.Options{Trust: sigcheck.Trust{KeyFiles: []string{key.PubFile}, IgnoreTlog: true}, Registry: c})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if s := v.Verify(ctx, ref.String()); !s.Verified {
-			out[registry.Signature] = &sigError{s.Reason}
-		}
-		return out
+		return fetchEach(t, c, metrics.New(), host+"/private/app:v1", ref, key, db, false)
 	}
 
 	anonymous, err := registry.New(registry.Options{PerHostConcurrency: 4, InsecureRegistries: []string{host}}, metrics.New())
@@ -211,6 +118,74 @@ func TestEveryFetchAuthenticatesWithBearerTokens(t *testing.T) {
 	if auth.Authenticated("team") == 0 {
 		t.Error("no request reached the registry with the user's token")
 	}
+}
+
+// signedSample serves the "high" sample at repoTag on a new registry,
+// signed with a new key.
+func signedSample(t *testing.T, repoTag string) (*devregistry.Registry, string, name.Digest, *testenv.Signer) {
+	t.Helper()
+	served := devregistry.New()
+	srv := httptest.NewServer(served)
+	t.Cleanup(srv.Close)
+	host := strings.TrimPrefix(srv.URL, "http://")
+	img, err := samples.Image(samples.Images["high"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := devregistry.Write(context.Background(), host+"/"+repoTag, img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := testenv.NewKeySigner(t)
+	key.Sign(t, ref)
+	return served, host, ref, key
+}
+
+// sampleDB is the sample vulnerability database, loaded.
+func sampleDB(t *testing.T) *vulndb.DB {
+	t.Helper()
+	dbPath := filepath.Join(t.TempDir(), "vulnerability.db")
+	if err := samples.WriteDB(dbPath); err != nil {
+		t.Fatal(err)
+	}
+	db, err := vulndb.New(vulndb.Options{Dir: filepath.Join(t.TempDir(), "db")}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	if err := db.Load(dbPath); err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
+// fetchEach runs one fetch of each purpose for ref (tagged when resolved) through c (the
+// attestation one when attest) and returns the error of each.
+func fetchEach(t *testing.T, c *registry.Client, m *metrics.Metrics, tagged string, ref name.Digest, key *testenv.Signer, db *vulndb.DB, attest bool) map[string]error {
+	t.Helper()
+	ctx := context.Background()
+	out := map[string]error{}
+	r, err := reference.Parse(tagged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, out[registry.Resolve] = resolve.New(resolve.Options{}, c, m).Resolve(ctx, r)
+	e, err := grypescan.New(grypescan.Options{Registry: c}, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, out[registry.Scan] = e.Scan(ctx, ref.String())
+	v, err := sigcheck.New(sigcheck.Options{Trust: sigcheck.Trust{KeyFiles: []string{key.PubFile}, IgnoreTlog: true}, Registry: c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := v.Verify(ctx, ref.String()); !s.Verified {
+		out[registry.Signature] = &sigError{s.Reason}
+	}
+	if attest {
+		_, out[registry.Attestation] = v.Attestations(ctx, ref.String())
+	}
+	return out
 }
 
 type sigError struct{ reason string }

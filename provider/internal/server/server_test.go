@@ -380,8 +380,13 @@ func TestMutualTLSRefusals(t *testing.T) {
 				t.Fatal("request succeeded, want the connection refused")
 			}
 			waitCounter(t, env, tc.reason, before+1)
-			if !strings.Contains(env.Log.String(), `"reason":"`+tc.reason+`"`) {
-				t.Errorf("refusal not logged with reason %q", tc.reason)
+			// The refusal is counted before it is logged: wait for the line.
+			deadline := time.Now().Add(5 * time.Second)
+			for !strings.Contains(env.Log.String(), `"reason":"`+tc.reason+`"`) {
+				if time.Now().After(deadline) {
+					t.Fatalf("refusal not logged with reason %q", tc.reason)
+				}
+				time.Sleep(10 * time.Millisecond)
 			}
 		})
 	}

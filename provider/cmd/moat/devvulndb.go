@@ -14,17 +14,22 @@ import (
 func runDevVulnDB(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("dev-vulndb", stderr, "--out FILE")
 	out := fs.String("out", "", "file to write (vulnerability.db), for --db-path")
+	later := fs.Bool("later", false, "also the advisory a later database adds ("+samples.Later.ID+": the clean sample becomes critical), to try what a new CVE does")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *out == "" {
 		return &config.UsageError{Msg: "--out is required"}
 	}
-	if err := samples.WriteDB(*out); err != nil {
+	vulns := samples.Vulns
+	if *later {
+		vulns = append(vulns[:len(vulns):len(vulns)], samples.Later)
+	}
+	if err := samples.WriteDBOf(*out, vulns); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "sample vulnerability database written to %s (test data, not real advisories):\n", *out)
-	for _, v := range samples.Vulns {
+	for _, v := range vulns {
 		fixed := v.Fixed
 		if fixed == "" {
 			fixed = "(no fix)"

@@ -75,6 +75,10 @@ type Scan struct {
 	Findings []Finding `json:"findings,omitempty"`
 	// FindingsOmitted is how many findings the list leaves out.
 	FindingsOmitted int `json:"findingsOmitted,omitempty" minimum:"0"`
+	// FirstScanned is when Moat first scanned this digest (RFC 3339, UTC): a finding first seen then was in the image when Moat met it, and gets no grace period.
+	FirstScanned string `json:"firstScanned,omitempty" format:"date-time"`
+	// NotAffected lists the findings a trusted VEX statement says do not apply (not_affected or fixed); they are in no count and in no threshold.
+	NotAffected []Finding `json:"notAffected,omitempty"`
 	// Scanner names the scanner and database that made the report.
 	Scanner *Tool `json:"scanner,omitempty"`
 	// ScannedAt is when the scan finished, or failed (RFC 3339, UTC).
@@ -93,6 +97,26 @@ type Finding struct {
 	Installed string `json:"installed"`
 	// Fixed is the first version with a fix; absent when there is none.
 	Fixed string `json:"fixed,omitempty"`
+	// PURL is the package URL of the affected package, when the scanner gives one.
+	PURL string `json:"purl,omitempty"`
+	// FirstSeen is when Moat first saw this finding on this digest (RFC 3339, UTC); the same on every replica sharing a tier. Grace periods count from it.
+	FirstSeen string `json:"firstSeen,omitempty" format:"date-time"`
+	// Published is when the advisory was published, from the vulnerability database, where it has a date.
+	Published string `json:"published,omitempty" format:"date-time"`
+	// VEX is the statement that makes the finding not apply (only in notAffected).
+	VEX *VEX `json:"vex,omitempty"`
+}
+
+// VEX is the OpenVEX statement that removed a finding.
+type VEX struct {
+	// Status is not_affected or fixed.
+	Status string `json:"status" enum:"not_affected,fixed"`
+	// Justification is the statement's justification (not_affected), e.g. vulnerable_code_not_in_execute_path.
+	Justification string `json:"justification,omitempty"`
+	// Impact is the statement's impact statement, when it has one.
+	Impact string `json:"impact,omitempty"`
+	// Source names the document: "file <name>" or "attestation signed by <identity>".
+	Source string `json:"source"`
 }
 
 // Counts holds findings per severity.

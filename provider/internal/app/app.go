@@ -14,6 +14,7 @@ import (
 	"github.com/moat-dev/moat/provider/internal/attest"
 	"github.com/moat-dev/moat/provider/internal/checks"
 	"github.com/moat-dev/moat/provider/internal/client"
+	"github.com/moat-dev/moat/provider/internal/firstseen"
 	"github.com/moat-dev/moat/provider/internal/grypescan"
 	"github.com/moat-dev/moat/provider/internal/lookup"
 	"github.com/moat-dev/moat/provider/internal/metrics"
@@ -26,6 +27,7 @@ import (
 	"github.com/moat-dev/moat/provider/internal/server"
 	"github.com/moat-dev/moat/provider/internal/shared"
 	"github.com/moat-dev/moat/provider/internal/sigcheck"
+	"github.com/moat-dev/moat/provider/internal/vex"
 	"github.com/moat-dev/moat/provider/internal/vulndb"
 )
 
@@ -73,6 +75,10 @@ type ScanConfig struct {
 	// RemoteURL and RemoteTLS reach a scanner service.
 	RemoteURL string
 	RemoteTLS client.Files
+	// VEXDir holds OpenVEX documents; VEXAttested also reads the images'
+	// verified OpenVEX attestations.
+	VEXDir      string
+	VEXAttested bool
 	// Attestations answers from the newest verified vuln attestation of an
 	// image, signed under the signature trust; images without one go to
 	// Mode's scanner (or are report_not_available when Mode is off).
@@ -167,7 +173,22 @@ func New(cfg Config, log *slog.Logger) (_ *App, err error) {
 	}
 	var cs []lookup.Checks
 	if scanner != nil {
-		a.Scans, err = scans.New(cfg.Scan.Scans, scanner, m, log)
+		opts := cfg.Scan.Scans
+		if cfg.Scan.VEXDir != "" || cfg.Scan.VEXAttested {
+			vo := vex.Options{Dir: cfg.Scan.VEXDir}
+			if cfg.Scan.VEXAttested {
+				if verifier == nil {
+					return nil, fmt.Errorf("VEX attestations are verified against the signature trust: configure signature keys or identities")
+				}
+				vo.Attestations = verifier
+			}
+			if opts.VEX, err = vex.Load(vo); err != nil {
+				return nil, err
+			}
+			log.Info("VEX statements in use", "files", opts.VEX.Files(), "attestations", cfg.Scan.VEXAttested)
+		}
+		opts.FirstSeen = firstseen.New(opts.CacheSize, opts.Shared)
+		a.Scans, err = scans.New(opts, scanner, m, log)
 		if err != nil {
 			return nil, err
 		}

@@ -40,7 +40,7 @@ func judge(t *testing.T, src *attest.Source, ref name.Digest) (answer.Scan, erro
 	if err != nil {
 		return answer.Scan{}, err
 	}
-	return scan.DefaultPolicy().Judge(res), nil
+	return scan.DefaultPolicy().Judge(res, time.Now()), nil
 }
 
 func TestAttestedReportsDecideByTheScanPolicy(t *testing.T) {

@@ -59,6 +59,9 @@ type Serve struct {
 	ScanFailedTTL time.Duration
 	ScanCacheSize int
 	ScanMax       severityFlag
+	ScanGrace     graceFlag
+	VEXDir        string
+	VEXAttested   bool
 	ScanMaxListed int
 	IgnoreUnfixed bool
 	IgnoreIDs     List
@@ -123,6 +126,9 @@ func NewServe(fs *flag.FlagSet) *Serve {
 	s.ScanMax = severityFlag(d.Policy.Max)
 	fs.Var(&s.ScanMax, "scan-max", "most findings per severity an accepted image may have, e.g. critical=0,high=5; severities not named are not limited; none: no limit")
 	fs.Var(&s.IgnoreIDs, "scan-ignore-ids", "comma-separated finding IDs that do not count against --scan-max")
+	fs.Var(&s.ScanGrace, "scan-grace", "per severity, how long a finding a database update brings to an image already scanned does not count against --scan-max, from when it was first seen, e.g. critical=72h,high=168h; a severity not named has no grace (docs/new-vulnerabilities.md)")
+	fs.StringVar(&s.VEXDir, "vex-dir", "", "a directory of OpenVEX documents: findings they state not_affected or fixed for an image do not count (read at start)")
+	fs.BoolVar(&s.VEXAttested, "vex-attestations", false, "also use the image's OpenVEX attestations (cosign attest --type openvex) that verify under the --signature-* trust")
 	fs.BoolVar(&s.Attestations, "scan-attestations", false, "answer from the newest cosign vuln attestation (signed under the --signature-* trust) when the image has one; others go to --scanner")
 	s.Engine.register(r)
 
@@ -161,7 +167,7 @@ func (s *Serve) Validate() error {
 		return usagef("--scanner=service needs --scanner-url, --scanner-ca, --scanner-cert and --scanner-key")
 	}
 	if err := s.policy().Validate(); err != nil {
-		return usagef("--scan-max: %v", err)
+		return usagef("--scan-max, --scan-grace: %v", err)
 	}
 	signing := len(s.SignatureKeys)+len(s.SignatureIdentities) > 0
 	if !signing && (s.FulcioRoots != "" || s.RekorKey != "" || s.CTLogKey != "") {
@@ -170,11 +176,17 @@ func (s *Serve) Validate() error {
 	if s.Attestations && !signing {
 		return usagef("--scan-attestations verifies attestations against the signature trust: give --signature-keys or --signature-identity")
 	}
+	if s.VEXAttested && !signing {
+		return usagef("--vex-attestations verifies attestations against the signature trust: give --signature-keys or --signature-identity")
+	}
+	if (s.VEXDir != "" || s.VEXAttested || len(s.ScanGrace) > 0) && s.Scanner == app.ScannerOff {
+		return usagef("--vex-dir, --vex-attestations and --scan-grace apply to scans: set --scanner embedded or service")
+	}
 	return nil
 }
 
 func (s *Serve) policy() scan.Policy {
-	return scan.Policy{Max: s.ScanMax, IgnoreUnfixed: s.IgnoreUnfixed, IgnoreIDs: s.IgnoreIDs, MaxFindings: s.ScanMaxListed}
+	return scan.Policy{Max: s.ScanMax, IgnoreUnfixed: s.IgnoreUnfixed, IgnoreIDs: s.IgnoreIDs, MaxFindings: s.ScanMaxListed, Grace: s.ScanGrace}
 }
 
 // App is the provider's wiring configuration; version goes into the user
@@ -209,6 +221,8 @@ func (s *Serve) App(version string) app.Config {
 			RemoteURL:    s.ScannerURL,
 			RemoteTLS:    client.Files{CA: s.ScannerCA, Cert: s.ScannerCert, Key: s.ScannerKey},
 			Attestations: s.Attestations,
+			VEXDir:       s.VEXDir,
+			VEXAttested:  s.VEXAttested,
 		},
 		Signatures: app.SignatureConfig{
 			Trust: sigcheck.Trust{KeyFiles: s.SignatureKeys, Identities: s.SignatureIdentities, FulcioRoots: s.FulcioRoots,

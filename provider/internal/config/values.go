@@ -5,6 +5,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/sigstore/cosign/v2/pkg/cosign"
 )
@@ -58,6 +59,40 @@ func (f *severityFlag) Set(s string) error {
 			return fmt.Errorf("%q: want severity=count, e.g. critical=0", p)
 		}
 		m[strings.ToLower(strings.TrimSpace(k))] = n
+	}
+	*f = m
+	return nil
+}
+
+// graceFlag is "critical=72h,high=168h": per severity, a positive
+// duration. Empty means no grace anywhere; a 0 or negative duration is
+// refused (it would mean nothing or forever, never what was meant).
+type graceFlag map[string]time.Duration
+
+func (f *graceFlag) String() string {
+	var parts []string
+	for k, v := range *f {
+		parts = append(parts, k+"="+v.String())
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ",")
+}
+
+func (f *graceFlag) Set(s string) error {
+	m := graceFlag{}
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(p, "=")
+		d, err := time.ParseDuration(strings.TrimSpace(v))
+		if !ok || err != nil {
+			return fmt.Errorf("%q: want severity=duration, e.g. critical=72h", p)
+		}
+		if d <= 0 {
+			return fmt.Errorf("%q: the grace period must be positive (leave the severity out for none)", p)
+		}
+		m[strings.ToLower(strings.TrimSpace(k))] = d
 	}
 	*f = m
 	return nil

@@ -127,7 +127,7 @@ func (e *Engine) Scan(ctx context.Context, img string) (scan.Result, error) {
 		return scan.Result{}, e.failure(ctx, "scanner", fmt.Errorf("%s: matching vulnerabilities: %w", img, err))
 	}
 	return scan.Result{
-		Findings: findings(matches),
+		Findings: findings(matches, snap.Published),
 		Scanner: answer.Tool{Name: "grype", Version: e.version, DB: answer.Database{ID: snap.ID, Schema: snap.Schema, Built: snap.Built,
 			AgeAtScan: time.Since(snap.Built).Round(time.Second).String()}},
 		ScannedAt: time.Now().UTC(),
@@ -178,11 +178,14 @@ func (e *Engine) failure(ctx context.Context, kind string, err error) error {
 	return &scan.Error{Kind: kind, Err: err}
 }
 
-func findings(ms *match.Matches) []answer.Finding {
+// findings are the matches as findings, with each advisory's publication
+// date as published says it.
+func findings(ms *match.Matches, published func(id string) (time.Time, bool)) []answer.Finding {
 	if ms == nil {
 		return nil
 	}
 	seen := map[string]bool{}
+	dates := map[string]string{} // advisory → published, looked up once
 	var out []answer.Finding
 	for _, m := range ms.Sorted() {
 		f := answer.Finding{
@@ -190,6 +193,7 @@ func findings(ms *match.Matches) []answer.Finding {
 			Severity:  severity(m.Vulnerability.Metadata),
 			Package:   m.Package.Name,
 			Installed: m.Package.Version,
+			PURL:      m.Package.PURL,
 		}
 		if m.Vulnerability.Fix.State == vulnerability.FixStateFixed && len(m.Vulnerability.Fix.Versions) > 0 {
 			f.Fixed = m.Vulnerability.Fix.Versions[0]
@@ -199,6 +203,13 @@ func findings(ms *match.Matches) []answer.Finding {
 			continue
 		}
 		seen[k] = true
+		if _, ok := dates[f.ID]; !ok {
+			dates[f.ID] = ""
+			if t, ok := published(f.ID); ok {
+				dates[f.ID] = t.Format(time.RFC3339)
+			}
+		}
+		f.Published = dates[f.ID]
 		out = append(out, f)
 	}
 	return out

@@ -46,7 +46,7 @@ func TestSplicedAnswersAreExactlyTheValueType(t *testing.T) {
 		},
 		Scanner:   answer.Tool{Name: "grype", Version: "0.104.0", DB: res},
 		ScannedAt: time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC),
-	})
+	}, time.Now())
 	failed := scan.Failed(errors.New("image not pullable:\n - HTTP 401"), time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC))
 	pending := scan.Pending("the scan of x is queued or running; ask again later")
 	cases := map[string][]outcome{

@@ -32,15 +32,22 @@ type Vuln struct {
 	Package  string
 	Fixed    string
 	Severity string
+	// Published is the advisory's publication date; zero for none.
+	Published time.Time
 }
 
 // Vulns is the sample database.
 var Vulns = []Vuln{
-	{ID: "MOAT-TEST-0001", Package: "moat-sample-critical", Fixed: "2.0.0", Severity: "critical"},
+	{ID: "MOAT-TEST-0001", Package: "moat-sample-critical", Fixed: "2.0.0", Severity: "critical", Published: time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)},
 	{ID: "MOAT-TEST-0002", Package: "moat-sample-high", Fixed: "1.5.0", Severity: "high"},
 	{ID: "MOAT-TEST-0003", Package: "moat-sample-high", Severity: "medium"},
 	{ID: "MOAT-TEST-0004", Package: "moat-sample-low", Fixed: "3.1.0", Severity: "low"},
 }
+
+// Later is an advisory the sample database does not have: a later one
+// adds it, and the clean image then has a fixable critical finding. It is
+// the "CVE published overnight" of the tests and the demo.
+var Later = Vuln{ID: "MOAT-TEST-0005", Package: "moat-sample-high-free", Fixed: "1.1.0", Severity: "critical", Published: time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC)}
 
 // Images are the sample images by name: npm packages and their versions.
 var Images = map[string]map[string]string{
@@ -72,10 +79,11 @@ func WriteDBOf(path string, vulns []Vuln) error {
 	prov := &v6.Provider{ID: "moat-samples", Version: "1", Processor: "moat", DateCaptured: &now}
 	for _, v := range vulns {
 		h := &v6.VulnerabilityHandle{
-			Name:       v.ID,
-			Status:     v6.VulnerabilityActive,
-			ProviderID: prov.ID,
-			Provider:   prov,
+			Name:          v.ID,
+			PublishedDate: published(v.Published),
+			Status:        v6.VulnerabilityActive,
+			ProviderID:    prov.ID,
+			Provider:      prov,
 			BlobValue: &v6.VulnerabilityBlob{
 				ID:          v.ID,
 				Description: "sample advisory for Moat's tests and demo; not a real vulnerability",
@@ -102,6 +110,13 @@ func WriteDBOf(path string, vulns []Vuln) error {
 		return fmt.Errorf("sample database: %w", err)
 	}
 	return os.Rename(filepath.Join(dir, v6.VulnerabilityDBFileName), path)
+}
+
+func published(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
 }
 
 // Image builds an image holding the npm packages pkgs (name → version)

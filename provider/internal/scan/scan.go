@@ -29,6 +29,12 @@ type Result struct {
 	Scanner  answer.Tool      `json:"scanner"`
 	// ScannedAt is when the scan finished.
 	ScannedAt time.Time `json:"scannedAt"`
+
+	// What the provider adds before judging (never sent by a scanner):
+	// NotAffected are the findings VEX statements took out of Findings.
+	NotAffected []answer.Finding `json:"-"`
+	// FirstScanned is when the digest was first scanned; zero when unknown.
+	FirstScanned time.Time `json:"-"`
 }
 
 // ErrNoReport means there is no report yet and nothing failed (an image

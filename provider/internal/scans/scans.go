@@ -10,12 +10,15 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/moat-dev/moat/provider/internal/answer"
 	"github.com/moat-dev/moat/provider/internal/checks"
+	"github.com/moat-dev/moat/provider/internal/firstseen"
 	"github.com/moat-dev/moat/provider/internal/metrics"
 	"github.com/moat-dev/moat/provider/internal/scan"
+	"github.com/moat-dev/moat/provider/internal/vex"
 )
 
 // Options configure scanning.
@@ -33,6 +36,12 @@ type Options struct {
 	Policy    scan.Policy
 	// Shared is the tier the replicas share, or nil.
 	Shared checks.Store
+	// FirstSeen dates findings (grace periods run from it); nil dates none,
+	// and then no finding gets grace.
+	FirstSeen *firstseen.Book
+	// VEX takes out the findings trusted statements say do not apply; nil
+	// takes out none.
+	VEX *vex.Source
 }
 
 // DefaultOptions are the defaults of `moat serve`.
@@ -52,7 +61,7 @@ func New(opts Options, s scan.Scanner, m *metrics.Metrics, log *slog.Logger) (*c
 	}
 	sum := sha256.Sum256(policy)
 	return checks.New("scan", checks.Options{Workers: opts.Workers, QueueSize: opts.QueueSize, Timeout: opts.ScanTimeout, CacheSize: opts.CacheSize, Shared: opts.Shared},
-		check{scanner: s, opts: opts, policy: hex.EncodeToString(sum[:8])},
+		check{scanner: s, opts: opts, policy: hex.EncodeToString(sum[:8]), log: log},
 		m.Scans, log)
 }
 
@@ -60,8 +69,10 @@ type check struct {
 	scanner scan.Scanner
 	opts    Options
 	// policy identifies the scan policy: a report is the database's
-	// findings judged by it, so both make its version.
+	// findings judged by it (and by the VEX statements), so all make its
+	// version.
 	policy string
+	log    *slog.Logger
 }
 
 // version of a report made with database db.
@@ -69,7 +80,11 @@ func (c check) version(db string) string {
 	if db == "" {
 		return ""
 	}
-	return db + " policy:" + c.policy
+	v := db + " policy:" + c.policy
+	if c.opts.VEX != nil {
+		v += " vex:" + c.opts.VEX.Version()
+	}
+	return v
 }
 
 func (c check) Run(ctx context.Context, image string) checks.Outcome {
@@ -81,8 +96,39 @@ func (c check) Run(ctx context.Context, image string) checks.Outcome {
 	if err != nil {
 		return c.Failed(image, err)
 	}
-	r := c.opts.Policy.Judge(res)
-	return checks.Outcome{Fragment: r.Fragment(), TTL: c.opts.ReportTTL, Version: c.version(res.Scanner.DB.ID), Status: r.Status}
+	if c.opts.VEX != nil {
+		var verr error
+		res.Findings, res.NotAffected, verr = c.opts.VEX.Apply(ctx, image, res.Findings)
+		if verr != nil {
+			c.log.Warn("the image's VEX attestations are not used; its findings count", "image", image, "error", verr.Error())
+		}
+	}
+	if c.opts.FirstSeen != nil {
+		c.date(ctx, image, &res)
+	}
+	now := time.Now()
+	r := c.opts.Policy.Judge(res, now)
+	// A report is judged again when a grace period in it ends.
+	ttl := c.opts.ReportTTL
+	if next, ok := c.opts.Policy.NextChange(res, now); ok && next.Sub(now) < ttl {
+		ttl = max(next.Sub(now), time.Second)
+	}
+	return checks.Outcome{Fragment: r.Fragment(), TTL: ttl, Version: c.version(res.Scanner.DB.ID), Status: r.Status}
+}
+
+// date stamps res's findings with when they were first seen on image's
+// digest, and res with when the digest was first scanned.
+func (c check) date(ctx context.Context, image string, res *scan.Result) {
+	_, digest, _ := strings.Cut(image, "@")
+	rec := c.opts.FirstSeen.Observe(ctx, digest, append(res.Findings[:len(res.Findings):len(res.Findings)], res.NotAffected...))
+	res.FirstScanned = rec.FirstScanned
+	for _, fs := range [][]answer.Finding{res.Findings, res.NotAffected} {
+		for i := range fs {
+			if t, ok := rec.Seen[firstseen.Key(fs[i])]; ok {
+				fs[i].FirstSeen = t.Format(time.RFC3339)
+			}
+		}
+	}
 }
 
 func (c check) Failed(_ string, err error) checks.Outcome {

@@ -22,7 +22,7 @@ func report50() []byte {
 		res.Findings = append(res.Findings, answer.Finding{ID: fmt.Sprintf("CVE-2026-%05d", 10000+i), Severity: sev[i%4],
 			Package: fmt.Sprintf("libexample%d", i), Installed: "1.2.3-r4", Fixed: "1.2.3-r5"})
 	}
-	r := scan.DefaultPolicy().Judge(res)
+	r := scan.DefaultPolicy().Judge(res, time.Now())
 	return r.Fragment()
 }
 

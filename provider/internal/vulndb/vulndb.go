@@ -49,10 +49,11 @@ type Snapshot struct {
 	// From is where it was loaded from (a path or URL).
 	From string
 
-	desc *v6.Description
-	dir  string
-	refs int
-	gone bool
+	reader v6.Reader
+	desc   *v6.Description
+	dir    string
+	refs   int
+	gone   bool
 }
 
 // DB is the current database. It is safe for concurrent use.
@@ -207,9 +208,28 @@ func (d *DB) load(from string) (*Snapshot, error) {
 		Schema:   desc.SchemaVersion.String(),
 		Built:    built,
 		From:     from,
+		reader:   r,
 		desc:     desc,
 		dir:      dir,
 	}, nil
+}
+
+// Published is when the database says advisory id was published: the
+// earliest date of its records; ok is false when none has a date.
+func (s *Snapshot) Published(id string) (t time.Time, ok bool) {
+	if s.reader == nil {
+		return time.Time{}, false
+	}
+	hs, err := s.reader.GetVulnerabilities(&v6.VulnerabilitySpecifier{Name: id}, &v6.GetVulnerabilityOptions{})
+	if err != nil {
+		return time.Time{}, false
+	}
+	for _, h := range hs {
+		if p := h.PublishedDate; p != nil && !p.IsZero() && (!ok || p.Before(t)) {
+			t, ok = p.UTC(), true
+		}
+	}
+	return t, ok
 }
 
 // fileDigest is "sha256:<hex>" of the file at path.

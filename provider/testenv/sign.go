@@ -227,8 +227,8 @@ func WithSignatureKeys(cfg Config, keyFiles ...string) Config {
 }
 
 // Attest attaches a signed in-toto attestation to ref as `cosign attest`
-// does (tlog upload off): kind is "vuln" (cosign's vuln/v1 predicate) or
-// "custom", predicate its JSON.
+// does (tlog upload off): kind is "vuln" (cosign's vuln/v1 predicate),
+// "openvex" (an OpenVEX document) or "custom", predicate its JSON.
 func (s *Signer) Attest(t testing.TB, ref name.Digest, kind string, predicate []byte) {
 	t.Helper()
 	st, err := attestation.GenerateStatement(attestation.GenerateOpts{
@@ -245,9 +245,12 @@ func (s *Signer) Attest(t testing.TB, ref name.Digest, kind string, predicate []
 	if err != nil {
 		t.Fatal(err)
 	}
-	pt := attestation.CosignVulnProvenanceV01
-	if kind != "vuln" {
-		pt = "https://cosign.sigstore.dev/attestation/v1"
+	pt := "https://cosign.sigstore.dev/attestation/v1"
+	switch kind {
+	case "vuln":
+		pt = attestation.CosignVulnProvenanceV01
+	case "openvex":
+		pt = attestation.OpenVexNamespace
 	}
 	opts := []static.Option{static.WithAnnotations(map[string]string{"predicateType": pt})}
 	if s.cert != nil {

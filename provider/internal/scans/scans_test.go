@@ -20,6 +20,8 @@ import (
 	"github.com/moat-dev/moat/provider/internal/devregistry"
 	"github.com/moat-dev/moat/provider/internal/lookup"
 	"github.com/moat-dev/moat/provider/internal/samples"
+	"github.com/moat-dev/moat/provider/internal/scan"
+	"github.com/moat-dev/moat/provider/internal/shared"
 	"github.com/moat-dev/moat/provider/testenv"
 	"github.com/moat-dev/moat/provider/testenv/answertest"
 )
@@ -97,14 +99,15 @@ func TestEachStatusWithItsCountsAndIDs(t *testing.T) {
 	vs := settle(t, env, crit, high, clean, bad, chart)
 
 	c := vs[0]
-	if c.Status != answer.Rejected || !strings.Contains(c.Reason, "1 critical (max 0: MOAT-TEST-0001)") {
+	if c.Status != answer.Rejected || !strings.Contains(c.Reason, "1 critical (max 0: MOAT-TEST-0001 (critical, moat-sample-critical 1.0.0, fixed in 2.0.0))") {
 		t.Errorf("critical: %s %q", c.Status, c.Reason)
 	}
 	if *c.Vulnerabilities != (answer.Counts{Critical: 1}) || *c.Fixable != (answer.Counts{Critical: 1}) {
 		t.Errorf("critical counts: %+v fixable %+v", c.Vulnerabilities, c.Fixable)
 	}
-	want := answer.Finding{ID: "MOAT-TEST-0001", Severity: "critical", Package: "moat-sample-critical", Installed: "1.0.0", Fixed: "2.0.0"}
-	if len(c.Findings) != 1 || c.Findings[0] != want {
+	want := answer.Finding{ID: "MOAT-TEST-0001", Severity: "critical", Package: "moat-sample-critical", Installed: "1.0.0", Fixed: "2.0.0",
+		PURL: "pkg:npm/moat-sample-critical@1.0.0", FirstSeen: c.FirstScanned, Published: "2026-03-01T00:00:00Z"}
+	if len(c.Findings) != 1 || c.Findings[0] != want || c.FirstScanned == "" {
 		t.Errorf("critical findings: %+v", c.Findings)
 	}
 	if c.Scanner == nil || c.Scanner.Name != "grype" || c.Scanner.DB.ID == "" || c.Scanner.DB.Built.IsZero() || c.Scanner.DB.AgeAtScan == "" || c.ScannedAt == "" {
@@ -351,4 +354,92 @@ func TestAttestedReportFirstThenTheEmbeddedScanner(t *testing.T) {
 	if v := vs[1]; v.Status != answer.Rejected || !strings.Contains(v.Reason, "MOAT-TEST-0001") || v.Scanner.Name != "grype" {
 		t.Errorf("image without an attestation, scanned: %s %q by %+v", v.Status, v.Reason, v.Scanner)
 	}
+}
+
+// A CVE a new database brings to an image already scanned gets its grace,
+// dated the same on every replica that shares the tier and after a
+// restart; a replica without the shared tier knows no first scan and is
+// stricter, never more lenient.
+func TestANewCVEGetsItsGraceOnEveryReplicaAndNeverMoreWithoutTheSharedTier(t *testing.T) {
+	r := testenv.StartRedis(t)
+	dir := t.TempDir()
+	dbA, dbB := filepath.Join(dir, "a.db"), filepath.Join(dir, "b.db")
+	if err := samples.WriteDB(dbA); err != nil {
+		t.Fatal(err)
+	}
+	if err := samples.WriteDBOf(dbB, append(append([]samples.Vuln(nil), samples.Vulns...), samples.Later)); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testenv.ScanDefaults()
+	cfg.Shared = shared.Options{URL: r.URL, PasswordFile: r.PasswordFile, MACKeyFile: r.MACKeyFile, Prefix: "moat:", Budget: 250 * time.Millisecond}
+	cfg.Scan.Scans.Policy = scan.Policy{Max: map[string]int{"critical": 0}, Grace: map[string]time.Duration{"critical": 72 * time.Hour}, MaxFindings: 50}
+	cfg.Scan.Engine.DBPath = dbA
+
+	env := testenv.Start(t, cfg)
+	ref, _ := env.PushSample(t, "s/clean:1", "clean")
+	before := settle(t, env, ref)[0]
+	if before.Status != answer.Accepted || before.FirstScanned == "" {
+		t.Fatalf("under database A: %s %q, first scanned %q", before.Status, before.Reason, before.FirstScanned)
+	}
+	time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(1100 * time.Millisecond))) // first-seen has whole seconds
+	if err := env.DB.Load(dbB); err != nil {
+		t.Fatal(err)
+	}
+	var after value
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if after = ask(t, env, ref)[0]; after.Scanner.DB.ID == env.DB.Current() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not re-scanned with database B: %+v", after.Scan)
+		}
+	}
+	found := findingOf(after, samples.Later.ID)
+	if after.Status != answer.Accepted || !strings.Contains(after.Reason, "in their grace period: "+samples.Later.ID) || found == nil ||
+		found.FirstSeen <= after.FirstScanned || after.FirstScanned != before.FirstScanned || found.Published != "2026-11-30T00:00:00Z" {
+		t.Fatalf("under database B: %s %q, first scanned %q, finding %+v", after.Status, after.Reason, after.FirstScanned, found)
+	}
+
+	// Another replica (or this one restarted) on database B, with the
+	// reports gone from Redis so that it scans itself: the same dates.
+	rdb := r.Client()
+	defer rdb.Close()
+	keys, err := rdb.Keys(context.Background(), "moat:*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		if !strings.HasPrefix(k, "moat:firstseen:") {
+			rdb.Del(context.Background(), k)
+		}
+	}
+	cfg.Scan.Engine.DBPath = dbB
+	other := testenv.Start(t, cfg)
+	ref2, _ := other.PushSample(t, "s/clean:1", "clean")
+	v := settle(t, other, ref2)[0]
+	if f := findingOf(v, samples.Later.ID); v.Status != answer.Accepted || v.FirstScanned != before.FirstScanned || f == nil || f.FirstSeen != found.FirstSeen {
+		t.Errorf("another replica: %s %q, first scanned %q, finding %+v; want the first replica's dates", v.Status, v.Reason, v.FirstScanned, f)
+	}
+	if n := testutil.ToFloat64(other.Metrics.Scans.Done.WithLabelValues(answer.Accepted)); n != 1 {
+		t.Errorf("the other replica made %v scans; want its own one", n)
+	}
+
+	// Without the shared tier a fresh replica met the image just now: the
+	// CVE was there at its first scan, so no grace, and the image is
+	// rejected.
+	cfg.Shared = shared.Options{}
+	alone := testenv.Start(t, cfg)
+	ref3, _ := alone.PushSample(t, "s/clean:1", "clean")
+	if v := settle(t, alone, ref3)[0]; v.Status != answer.Rejected || !strings.Contains(v.Reason, samples.Later.ID+" (critical, moat-sample-high-free 1.0.0, fixed in 1.1.0)") {
+		t.Errorf("without the shared tier: %s %q; want rejected naming the CVE", v.Status, v.Reason)
+	}
+}
+
+func findingOf(v value, id string) *answer.Finding {
+	for _, f := range v.Findings {
+		if f.ID == id {
+			return &f
+		}
+	}
+	return nil
 }

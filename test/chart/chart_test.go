@@ -407,7 +407,9 @@ func TestValuesSchemaRefusesMistakes(t *testing.T) {
 	for _, bad := range []string{"policies.podSecurity.level=strict", "policies.podSecurity.version=1.33", "policies.podSecurity.version=v1.33.0",
 		"sharedState.mode=on", "sharedState.budget=0s", "sharedState.bundled.image.digest=latest", "providers.mutate.timeout=2", "provider.validateDeadline=2", "replicas=3",
 		"scanner.mode=on", "scanner.policy.max.severe=1", "scanner.timeout=2",
-		"imagePolicy.defaultPolicy=maybe", "imagePolicy.byNamespace.prod.alwaysAccep=x", "imagePolicy.byNamespace.Prod.scanFailed=accept"} {
+		"imagePolicy.defaultPolicy=maybe", "imagePolicy.byNamespace.prod.alwaysAccep=x", "imagePolicy.byNamespace.Prod.scanFailed=accept",
+		"imagePolicy.grace.critical=0h", "imagePolicy.grace.critical=3d", "imagePolicy.byNamespace.prod.grace.high=-1h", "imagePolicy.grace.severe=1h",
+		"imagePolicy.admitRunning=yes", "scanner.policy.grace.critical=0s", "scanner.vex.configMap=Not_A_Name"} {
 		cmd := exec.Command("go", "tool", "-modfile=tools/helm/go.mod", "helm", "template", "moat", "charts/moat", "--kube-version", "1.34.0", "--set", bad)
 		cmd.Dir = root
 		out, err := cmd.CombinedOutput()

@@ -199,6 +199,12 @@ scanner.config may not set them. */}}
 {{- $_ := set $c "scan-max-findings" $s.maxFindings }}{{ $_ := set $c "scan-max" (ternary (join "," $max) "none" (gt (len $max) 0)) }}
 {{- if $s.policy.ignoreUnfixed }}{{ $_ := set $c "scan-ignore-unfixed" true }}{{ end }}
 {{- with $s.policy.ignoreIDs }}{{ $_ := set $c "scan-ignore-ids" . }}{{ end }}
+{{- with $s.policy.grace }}{{ $_ := set $c "scan-grace" . }}{{ end }}
+{{- if $s.vex.configMap }}{{ $_ := set $c "vex-dir" "/etc/moat/vex" }}{{ end }}
+{{- if $s.vex.attestations }}
+{{- if not .Values.signatures.enabled }}{{ fail "scanner.vex.attestations are verified under the signature trust: set signatures.enabled" }}{{ end }}
+{{- $_ := set $c "vex-attestations" true }}
+{{- end }}
 {{- end }}
 {{- if eq $s.mode "embedded" }}
 {{- $c = merge $c (include "moat.engineSettings" . | fromJson) -}}

@@ -117,7 +117,10 @@ func Start(tb testing.TB, cfg Config) *Env {
 	}
 	tb.Cleanup(a.Close)
 	if a.DB != nil {
-		app.KeepDB(context.Background(), a.DB, app.EngineConfig{DBPath: cfg.Scan.Engine.DBPath}, log)
+		// Loaded before serving, as KeepDB's first step does.
+		if err := a.DB.Load(cfg.Scan.Engine.DBPath); err != nil {
+			log.Error("vulnerability database not loaded; scans fail until one is", "error", err.Error())
+		}
 	}
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

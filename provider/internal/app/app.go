@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/moat-dev/moat/provider/internal/attest"
@@ -278,12 +279,14 @@ func NewEngine(cfg EngineConfig, reg *registry.Client, log *slog.Logger) (*grype
 // ctx ends. Failures are logged; scans answer scan_failed with the reason
 // while there is no usable database.
 func KeepDB(ctx context.Context, db *vulndb.DB, cfg EngineConfig, log *slog.Logger) {
+	var loaded os.FileInfo // the file as last loaded
 	if cfg.DBPath != "" {
+		loaded, _ = os.Stat(cfg.DBPath)
 		if err := db.Load(cfg.DBPath); err != nil {
 			log.Error("vulnerability database not loaded; scans fail until one is", "error", err.Error())
 		}
 	}
-	if cfg.DB.URL == "" {
+	if cfg.DB.URL == "" && cfg.DBPath == "" {
 		return
 	}
 	every := cfg.DBUpdateInterval
@@ -291,10 +294,18 @@ func KeepDB(ctx context.Context, db *vulndb.DB, cfg EngineConfig, log *slog.Logg
 		every = 6 * time.Hour
 	}
 	for {
-		if updated, err := db.Update(); err != nil {
-			log.Error("vulnerability database update failed", "url", cfg.DB.URL, "error", err.Error())
-		} else if updated {
-			log.Info("vulnerability database updated", "id", db.Current())
+		if cfg.DB.URL != "" {
+			if updated, err := db.Update(); err != nil {
+				log.Error("vulnerability database update failed", "url", cfg.DB.URL, "error", err.Error())
+			} else if updated {
+				log.Info("vulnerability database updated", "id", db.Current())
+			}
+		} else if st, err := os.Stat(cfg.DBPath); err == nil && changed(loaded, st) {
+			// An offline mirror replaced the file (a CronJob, a volume sync).
+			loaded = st
+			if err := db.Load(cfg.DBPath); err != nil {
+				log.Error("the changed vulnerability database was not loaded; the previous one stays in use", "path", cfg.DBPath, "error", err.Error())
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -302,6 +313,11 @@ func KeepDB(ctx context.Context, db *vulndb.DB, cfg EngineConfig, log *slog.Logg
 		case <-time.After(every):
 		}
 	}
+}
+
+// changed reports whether a database file is not the one last loaded.
+func changed(last, now os.FileInfo) bool {
+	return last == nil || !now.ModTime().Equal(last.ModTime()) || now.Size() != last.Size()
 }
 
 // Scanner wires `moat scanner`: the engine behind the scanner service's

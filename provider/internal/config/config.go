@@ -276,9 +276,9 @@ type Engine struct {
 
 func (e *Engine) register(r *rules) {
 	r.fs.StringVar(&e.DBDir, "db-dir", "", "directory the vulnerability database is kept in (writable; each database gets its own sub-directory); empty: $TMPDIR/moat-vulndb")
-	r.fs.StringVar(&e.DBPath, "db-path", "", "vulnerability database to load at start, offline: a Grype v6 vulnerability.db file or a database archive")
+	r.fs.StringVar(&e.DBPath, "db-path", "", "vulnerability database to load at start, offline: a Grype v6 vulnerability.db file or a database archive; loaded again when it changes")
 	r.fs.StringVar(&e.DBURL, "db-url", "", "listing of Grype databases to download from and check for updates (https://grype.anchore.io/databases, or a mirror's); empty: offline")
-	r.duration(&e.DBUpdateInterval, "db-update-interval", 6*time.Hour, "", "how often --db-url is checked for a newer database")
+	r.duration(&e.DBUpdateInterval, "db-update-interval", 6*time.Hour, "", "how often --db-url is checked for a newer database, or --db-path for a changed file")
 	r.duration(&e.DBMaxAge, "db-max-age", 5*24*time.Hour, "", "scans fail (scan_failed) while the database is older than this, by its build time")
 	r.fs.StringVar(&e.Platform, "scan-platform", "", "platform scanned in a multi-platform image, e.g. linux/arm64 (empty: linux/amd64; a single-platform image is scanned as it is)")
 	r.add("scan-platform", func() error {

@@ -158,6 +158,7 @@ func TestEndToEnd(t *testing.T) {
 	t.Run("PodSecurityStandardsVersion", e.podSecurityVersion)
 	t.Run("PullSecretsFollowedThroughTheAPI", func(t *testing.T) { e.pullSecrets(t, dir) })
 	t.Run("NamespaceCredentialsStayInTheirNamespace", func(t *testing.T) { e.namespaceCredentials(t, dir) })
+	t.Run("NewCVEAuditedRunningWorkloadsAdmitted", func(t *testing.T) { e.newCVEs(t, dir) })
 	t.Run("ReplicasShareReportsThroughRestarts", func(t *testing.T) { e.replicasShareState(t, dir) })
 	t.Run("ProviderDown", e.providerDown)
 }
@@ -229,7 +230,7 @@ imagePolicy:
   enabled: true
   defaultPolicy: accept
   byNamespace:
-    prod: {defaultPolicy: scan-result}
+    prod: {defaultPolicy: scan-result, admitRunning: true}
     dev: {defaultPolicy: scan-result, enforcementAction: warn, reportPending: accept, scanFailed: accept, providerError: accept}
 `
 
@@ -340,7 +341,8 @@ func (e *e2e) install(t *testing.T, dir string, moatCA []byte) {
 		return false
 	}
 	for _, o := range append(append([]*unstructured.Unstructured{}, constraints...), rest...) {
-		if o.GetKind() != "Provider" && o.GetKind() != "ExpansionTemplate" {
+		// Providers, expansions and SyncSets report no enforcement status.
+		if o.GetKind() != "Provider" && o.GetKind() != "ExpansionTemplate" && o.GetKind() != "SyncSet" {
 			e.waitStatus(t, o, enforced)
 		}
 	}

@@ -31,7 +31,10 @@ func TestADatabaseFileThatChangesIsLoadedAgain(t *testing.T) {
 	defer db.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { app.KeepDB(ctx, db, app.EngineConfig{DBPath: path, DBUpdateInterval: 20 * time.Millisecond}, log); close(done) }()
+	go func() {
+		app.KeepDB(ctx, db, app.EngineConfig{DBPath: path, DBUpdateInterval: 20 * time.Millisecond}, log)
+		close(done)
+	}()
 	defer func() { cancel(); <-done }()
 	first := waitFor(t, db, func(id string) bool { return id != "" })
 

@@ -123,6 +123,7 @@ func findings(raw json.RawMessage) ([]answer.Finding, error) {
 			Artifact struct {
 				Name    string `json:"name"`
 				Version string `json:"version"`
+				PURL    string `json:"purl"`
 			} `json:"artifact"`
 		} `json:"matches"`
 		Results *[]struct {
@@ -132,6 +133,9 @@ func findings(raw json.RawMessage) ([]answer.Finding, error) {
 				Installed string `json:"InstalledVersion"`
 				Fixed     string `json:"FixedVersion"`
 				Severity  string `json:"Severity"`
+				Pkg       struct {
+					PURL string `json:"PURL"`
+				} `json:"PkgIdentifier"`
 			} `json:"Vulnerabilities"`
 		} `json:"Results"`
 	}
@@ -145,7 +149,7 @@ func findings(raw json.RawMessage) ([]answer.Finding, error) {
 	switch {
 	case r.Matches != nil:
 		for _, m := range *r.Matches {
-			f := answer.Finding{ID: m.Vulnerability.ID, Severity: scan.ParseSeverity(m.Vulnerability.Severity), Package: m.Artifact.Name, Installed: m.Artifact.Version}
+			f := answer.Finding{ID: m.Vulnerability.ID, Severity: scan.ParseSeverity(m.Vulnerability.Severity), Package: m.Artifact.Name, Installed: m.Artifact.Version, PURL: m.Artifact.PURL}
 			if m.Vulnerability.Fix.State == "fixed" && len(m.Vulnerability.Fix.Versions) > 0 {
 				f.Fixed = m.Vulnerability.Fix.Versions[0]
 			}
@@ -154,7 +158,7 @@ func findings(raw json.RawMessage) ([]answer.Finding, error) {
 	case r.Results != nil:
 		for _, res := range *r.Results {
 			for _, v := range res.Vulnerabilities {
-				out = append(out, answer.Finding{ID: v.ID, Severity: scan.ParseSeverity(v.Severity), Package: v.Package, Installed: v.Installed, Fixed: v.Fixed})
+				out = append(out, answer.Finding{ID: v.ID, Severity: scan.ParseSeverity(v.Severity), Package: v.Package, Installed: v.Installed, Fixed: v.Fixed, PURL: v.Pkg.PURL})
 			}
 		}
 	default:

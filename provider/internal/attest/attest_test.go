@@ -17,7 +17,7 @@ import (
 )
 
 const (
-	grypeCritical = `{"matches":[{"vulnerability":{"id":"CVE-2026-1111","severity":"Critical","fix":{"versions":["1.2.4"],"state":"fixed"}},"artifact":{"name":"openssl","version":"1.2.3"}},` +
+	grypeCritical = `{"matches":[{"vulnerability":{"id":"CVE-2026-1111","severity":"Critical","fix":{"versions":["1.2.4"],"state":"fixed"}},"artifact":{"name":"openssl","version":"1.2.3","purl":"pkg:deb/debian/openssl@1.2.3"}},` +
 		`{"vulnerability":{"id":"CVE-2026-2222","severity":"Low","fix":{"versions":[],"state":"not-fixed"}},"artifact":{"name":"zlib","version":"1.3"}}]}`
 	trivyClean = `{"SchemaVersion":2,"Results":[{"Target":"app","Vulnerabilities":[]}]}`
 	trivyHigh  = `{"SchemaVersion":2,"Results":[{"Target":"app","Vulnerabilities":[{"VulnerabilityID":"CVE-2026-3333","PkgName":"lodash","InstalledVersion":"4.17.0","FixedVersion":"4.17.21","Severity":"HIGH"}]}]}`
@@ -53,7 +53,7 @@ func TestAttestedReportsDecideByTheScanPolicy(t *testing.T) {
 	if err != nil || r.Status != answer.Rejected || *r.Vulnerabilities != (answer.Counts{Critical: 1, Low: 1}) || *r.Fixable != (answer.Counts{Critical: 1}) {
 		t.Errorf("Grype report with a critical finding: %+v %v", r, err)
 	}
-	if r.Scanner == nil || !strings.Contains(r.Scanner.Name, "grype") || len(r.Findings) != 2 || r.Findings[0].Fixed != "1.2.4" || r.Findings[0].Package != "openssl" {
+	if r.Scanner == nil || !strings.Contains(r.Scanner.Name, "grype") || len(r.Findings) != 2 || r.Findings[0].Fixed != "1.2.4" || r.Findings[0].Package != "openssl" || r.Findings[0].PURL != "pkg:deb/debian/openssl@1.2.3" {
 		t.Errorf("scanner and findings: %+v %+v", r.Scanner, r.Findings)
 	}
 

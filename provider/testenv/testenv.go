@@ -314,3 +314,17 @@ func RegistryClient(tb testing.TB, insecure ...string) *registry.Client {
 	}
 	return c
 }
+
+// WriteSampleDB writes the sample vulnerability database to path; with
+// later, also the advisory a later database adds (samples.Later: the clean
+// sample becomes critical). Env.DB.Load swaps it in.
+func WriteSampleDB(path string, later bool) error {
+	vulns := samples.Vulns
+	if later {
+		vulns = append(vulns[:len(vulns):len(vulns)], samples.Later)
+	}
+	return samples.WriteDBOf(path, vulns)
+}
+
+// LaterID is the ID of the advisory WriteSampleDB adds with later.
+var LaterID = samples.Later.ID

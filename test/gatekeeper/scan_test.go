@@ -166,3 +166,69 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// The prod constraints as shipped (image-scan.yaml with 72h of grace for
+// criticals, and its warning twin) through the real constraint framework
+// and a provider whose database gains a critical for an image it had
+// accepted: the pod is admitted with a warning naming the CVE and when its
+// grace ends; a new image carrying an old critical is denied; and once
+// the grace has ended the pod is denied, naming the CVE.
+func TestANewCriticalIsWarnedDuringItsGraceAndDeniedAfter(t *testing.T) {
+	cfg := testenv.ScanDefaults()
+	cfg.Scan.Scans.Policy.Max = map[string]int{} // the constraints decide
+	env := testenv.Start(t, cfg)
+	c := externalDataClient(t, env)
+	ctx := context.Background()
+	if _, err := c.AddTemplate(ctx, pack.ReadTemplate(t, filepath.Join(pack.Root, "templates", "moatimagescan.yaml"))); err != nil {
+		t.Fatal(err)
+	}
+	prod := pack.ReadConstraint(t, filepath.Join(pack.Root, "constraints", "namespaces", "prod", "image-scan.yaml"))
+	for _, con := range []*unstructured.Unstructured{prod, pack.ReadConstraint(t, filepath.Join(pack.Root, "constraints", "namespaces", "prod", "image-scan-grace.yaml"))} {
+		if _, err := c.AddConstraint(ctx, con); err != nil {
+			t.Fatal(err)
+		}
+	}
+	settled := func(image string, done func(string) bool) string {
+		t.Helper()
+		var v string
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			if v = verdict(t, c, "prod", image); done(v) {
+				return v
+			}
+		}
+		t.Fatalf("%s: %s", image, v)
+		return v
+	}
+	clean, _ := env.PushSample(t, "app/web:1", "clean")
+	settled(clean, func(v string) bool { return v == "allow" })
+
+	time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(1100 * time.Millisecond))) // dates have whole seconds
+	next := filepath.Join(t.TempDir(), "later.db")
+	if err := testenv.WriteSampleDB(next, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.DB.Load(next); err != nil {
+		t.Fatal(err)
+	}
+	named := testenv.LaterID + " (critical, moat-sample-high-free 1.0.0, fixed in 1.1.0)"
+	v := settled(clean, func(v string) bool { return v != "allow" })
+	if !strings.HasPrefix(v, "warn: ") || strings.Contains(v, "deny: ") || !strings.Contains(v, "in its grace period") || !strings.Contains(v, named+" until ") {
+		t.Errorf("a new critical on a running image, inside its grace: %s", v)
+	}
+
+	// A new image carrying a critical the database already had: no grace.
+	other, _ := env.PushSample(t, "app/other:1", "critical")
+	if v := settled(other, func(v string) bool { return !strings.Contains(v, "report_not_available") }); !strings.HasPrefix(v, "deny: ") ||
+		!strings.Contains(v, "MOAT-TEST-0001 (critical, moat-sample-critical 1.0.0, fixed in 2.0.0)") || strings.Contains(v, "grace") {
+		t.Errorf("a new image with an old critical: %s", v)
+	}
+
+	// The grace ends (a constraint with one second of it).
+	must(t, unstructured.SetNestedField(prod.Object, "1s", "spec", "parameters", "grace", "critical"))
+	if _, err := c.AddConstraint(ctx, prod); err != nil {
+		t.Fatal(err)
+	}
+	if v := settled(clean, func(v string) bool { return strings.Contains(v, "deny: ") }); !strings.Contains(v, "exceeds maxFindings: "+named) {
+		t.Errorf("after its grace: %s", v)
+	}
+}

@@ -183,10 +183,12 @@ func New(cfg Config, log *slog.Logger) (_ *App, err error) {
 				}
 				vo.Attestations = verifier
 			}
-			if opts.VEX, err = vex.Load(vo); err != nil {
+			statements, err := vex.Load(vo)
+			if err != nil {
 				return nil, err
 			}
-			log.Info("VEX statements in use", "files", opts.VEX.Files(), "attestations", cfg.Scan.VEXAttested)
+			log.Info("VEX statements in use", "files", statements.Files(), "attestations", cfg.Scan.VEXAttested)
+			opts.VEX = statements
 		}
 		opts.FirstSeen = firstseen.New(opts.CacheSize, opts.Shared)
 		a.Scans, err = scans.New(opts, scanner, m, log)

@@ -18,7 +18,6 @@ import (
 	"github.com/moat-dev/moat/provider/internal/firstseen"
 	"github.com/moat-dev/moat/provider/internal/metrics"
 	"github.com/moat-dev/moat/provider/internal/scan"
-	"github.com/moat-dev/moat/provider/internal/vex"
 )
 
 // Options configure scanning.
@@ -41,7 +40,15 @@ type Options struct {
 	FirstSeen *firstseen.Book
 	// VEX takes out the findings trusted statements say do not apply; nil
 	// takes out none.
-	VEX *vex.Source
+	VEX Statements
+}
+
+// Statements are VEX statements (package vex): Apply splits an image's
+// findings into those that count and those a statement takes out, and
+// Version changes whenever the statements do.
+type Statements interface {
+	Apply(ctx context.Context, image string, fs []answer.Finding) (kept, out []answer.Finding, err error)
+	Version() string
 }
 
 // DefaultOptions are the defaults of `moat serve`.

@@ -44,6 +44,7 @@ fuzz: ## each fuzz target for FUZZTIME executions (default 100000x; FUZZTIME=200
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./provider/internal/reference
 	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME) ./provider/internal/protocol
 	$(GO) test -run='^$$' -fuzz='^FuzzKey$$' -fuzztime=$(FUZZTIME) ./provider/internal/lookup
+	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME) ./provider/internal/firstseen
 
 generate: ## templates/*.yaml and templates/README.md from src/templates and src/library/; the chart's files/
 	$(GO) run ./src/gen

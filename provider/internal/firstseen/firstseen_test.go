@@ -124,3 +124,26 @@ func TestAForgedRecordIsIgnored(t *testing.T) {
 		t.Errorf("a forged record was used: %+v", rec)
 	}
 }
+
+// A stored record that decodes is one Encode gives back unchanged; nothing
+// stored makes decoding panic.
+func FuzzDecode(f *testing.F) {
+	f.Add(firstseen.Encode(firstseen.Record{FirstScanned: time.Unix(1_790_000_000, 0), Seen: map[string]time.Time{"CVE-1|openssl": time.Unix(1_790_000_100, 0)}}))
+	f.Add([]byte(`{"s":-1,"f":{"a":0}}`))
+	f.Add([]byte(`not json`))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		rec := firstseen.Decode(raw)
+		if rec.FirstScanned.IsZero() {
+			return
+		}
+		again := firstseen.Decode(firstseen.Encode(rec))
+		if !again.FirstScanned.Equal(rec.FirstScanned) || len(again.Seen) != len(rec.Seen) {
+			t.Fatalf("%q: %+v, then %+v", raw, rec, again)
+		}
+		for k, v := range rec.Seen {
+			if !again.Seen[k].Equal(v) {
+				t.Fatalf("%q: %s %s, then %s", raw, k, v, again.Seen[k])
+			}
+		}
+	})
+}

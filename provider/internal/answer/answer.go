@@ -79,6 +79,8 @@ type Scan struct {
 	FirstScanned string `json:"firstScanned,omitempty" format:"date-time"`
 	// NotAffected lists the findings a trusted VEX statement says do not apply (not_affected or fixed); they are in no count and in no threshold.
 	NotAffected []Finding `json:"notAffected,omitempty"`
+	// NotAffectedOmitted is how many of those the list leaves out (it is bounded like findings).
+	NotAffectedOmitted int `json:"notAffectedOmitted,omitempty" minimum:"0"`
 	// Scanner names the scanner and database that made the report.
 	Scanner *Tool `json:"scanner,omitempty"`
 	// ScannedAt is when the scan finished, or failed (RFC 3339, UTC).
@@ -97,7 +99,7 @@ type Finding struct {
 	Installed string `json:"installed"`
 	// Fixed is the first version with a fix; absent when there is none.
 	Fixed string `json:"fixed,omitempty"`
-	// PURL is the package URL of the affected package, when the scanner gives one.
+	// PURL is the package URL of the affected package, when the scanner gives one: sent by scanners to the provider, and in answers only for notAffected findings (what a VEX statement matched); the findings list leaves it out to keep answers small.
 	PURL string `json:"purl,omitempty"`
 	// FirstSeen is when Moat first saw this finding on this digest (RFC 3339, UTC); the same on every replica sharing a tier. Grace periods count from it.
 	FirstSeen string `json:"firstSeen,omitempty" format:"date-time"`

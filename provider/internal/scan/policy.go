@@ -144,7 +144,6 @@ func (p Policy) Judge(res Result, now time.Time) answer.Scan {
 		Fixable:         &fixable,
 		Scanner:         &res.Scanner,
 		ScannedAt:       res.ScannedAt.UTC().Format(time.RFC3339),
-		NotAffected:     res.NotAffected,
 	}
 	if !res.FirstScanned.IsZero() {
 		r.FirstScanned = res.FirstScanned.UTC().Format(time.RFC3339)
@@ -157,6 +156,10 @@ func (p Policy) Judge(res Result, now time.Time) answer.Scan {
 		r.Reason += fmt.Sprintf("; in their grace period: %s", clip(inGrace, 3))
 	}
 	r.Findings, r.FindingsOmitted = mostSevere(findings, p.MaxFindings)
+	r.NotAffected, r.NotAffectedOmitted = mostSevere(res.NotAffected, p.MaxFindings)
+	for i := range r.Findings {
+		r.Findings[i].PURL = "" // most of a finding's bytes, and no template reads it
+	}
 	return r
 }
 

@@ -134,3 +134,17 @@ func TestGraceCountsFromFirstSeenAndOnlyForFindingsAnUpdateBrought(t *testing.T)
 		t.Error("a grace that ended is no next change")
 	}
 }
+
+// Findings a VEX statement took out are listed apart, bounded like the
+// findings, and in no count.
+func TestNotAffectedFindingsAreListedApartAndBounded(t *testing.T) {
+	na := []answer.Finding{
+		{ID: "CVE-L", Severity: "low", Package: "l", Installed: "1", PURL: "pkg:deb/debian/l@1", VEX: &answer.VEX{Status: "fixed", Source: "file a.json"}},
+		{ID: "CVE-K", Severity: "critical", Package: "k", Installed: "1", PURL: "pkg:deb/debian/k@1", VEX: &answer.VEX{Status: "not_affected", Source: "file a.json"}},
+	}
+	r := Policy{Max: map[string]int{"critical": 0}, MaxFindings: 1}.Judge(Result{NotAffected: na}, time.Now())
+	if r.Status != answer.Accepted || r.Vulnerabilities.Critical != 0 || len(r.NotAffected) != 1 || r.NotAffected[0].ID != "CVE-K" ||
+		r.NotAffected[0].PURL == "" || r.NotAffectedOmitted != 1 {
+		t.Errorf("%s %+v, not affected %+v (%d more)", r.Status, r.Vulnerabilities, r.NotAffected, r.NotAffectedOmitted)
+	}
+}

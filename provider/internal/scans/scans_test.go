@@ -106,7 +106,7 @@ func TestEachStatusWithItsCountsAndIDs(t *testing.T) {
 		t.Errorf("critical counts: %+v fixable %+v", c.Vulnerabilities, c.Fixable)
 	}
 	want := answer.Finding{ID: "MOAT-TEST-0001", Severity: "critical", Package: "moat-sample-critical", Installed: "1.0.0", Fixed: "2.0.0",
-		PURL: "pkg:npm/moat-sample-critical@1.0.0", FirstSeen: c.FirstScanned, Published: "2026-03-01T00:00:00Z"}
+		FirstSeen: c.FirstScanned, Published: "2026-03-01T00:00:00Z"}
 	if len(c.Findings) != 1 || c.Findings[0] != want || c.FirstScanned == "" {
 		t.Errorf("critical findings: %+v", c.Findings)
 	}

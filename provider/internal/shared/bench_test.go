@@ -13,14 +13,16 @@ import (
 )
 
 // report50 is a rejected report listing 50 findings, as the default policy
-// lists at most, with realistic IDs, packages and versions.
+// lists at most, with realistic IDs, packages, versions, package URLs and
+// dates.
 func report50() []byte {
 	res := scan.Result{Scanner: answer.Tool{Name: "grype", Version: "0.100.0", DB: answer.Database{ID: "v6.1.4 2026-12-01T00:00:00Z", Built: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)}},
-		ScannedAt: time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)}
+		ScannedAt: time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC), FirstScanned: time.Date(2026, 11, 2, 9, 0, 0, 0, time.UTC)}
 	sev := []string{"critical", "high", "medium", "low"}
 	for i := range 80 {
 		res.Findings = append(res.Findings, answer.Finding{ID: fmt.Sprintf("CVE-2026-%05d", 10000+i), Severity: sev[i%4],
-			Package: fmt.Sprintf("libexample%d", i), Installed: "1.2.3-r4", Fixed: "1.2.3-r5"})
+			Package: fmt.Sprintf("libexample%d", i), Installed: "1.2.3-r4", Fixed: "1.2.3-r5",
+			PURL: fmt.Sprintf("pkg:apk/alpine/libexample%d@1.2.3-r4?arch=x86_64&distro=alpine-3.20.3", i), FirstSeen: "2026-11-02T09:00:00Z", Published: "2026-10-14T00:00:00Z"})
 	}
 	r := scan.DefaultPolicy().Judge(res, time.Now())
 	return r.Fragment()

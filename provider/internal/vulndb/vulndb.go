@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,7 +22,6 @@ import (
 	v6dist "github.com/anchore/grype/grype/db/v6/distribution"
 	v6inst "github.com/anchore/grype/grype/db/v6/installation"
 	"github.com/anchore/grype/grype/vulnerability"
-	"github.com/spf13/afero"
 )
 
 // Options configure a DB.
@@ -42,7 +40,8 @@ type Options struct {
 type Snapshot struct {
 	Provider vulnerability.Provider
 	// ID changes with every database: schema, build time and checksum,
-	// "v6.1.3@2026-11-22T06:12:00Z/sha256:…" (a local file) or ".../xxh64:…" (downloaded).
+	// "v6.1.3@2026-11-22T06:12:00Z/sha256:…", the digest of the local file
+	// or of the downloaded archive.
 	ID     string
 	Schema string
 	Built  time.Time
@@ -127,13 +126,16 @@ func (d *DB) release(s *Snapshot) {
 	}
 }
 
-// Load loads a database from a file (*.db), an archive (as Grype publishes
-// them) or a URL of an archive, checks it, and makes it current. On error
-// the current database stays.
-func (d *DB) Load(from string) error {
+// Load loads a database from a local file (*.db) or archive (as Grype
+// publishes them), checks it, and makes it current. On error the current
+// database stays. Update loads from a URL.
+func (d *DB) Load(from string) error { return d.loadAs(from, "") }
+
+// loadAs loads from, naming the database by digest ("" for the file's own).
+func (d *DB) loadAs(from, digest string) error {
 	d.loading.Lock()
 	defer d.loading.Unlock()
-	s, err := d.load(from)
+	s, err := d.load(from, digest)
 	d.mu.Lock()
 	if err != nil {
 		d.lastErr = err
@@ -155,7 +157,7 @@ func (d *DB) Load(from string) error {
 	return nil
 }
 
-func (d *DB) load(from string) (*Snapshot, error) {
+func (d *DB) load(from, digest string) (*Snapshot, error) {
 	d.mu.Lock()
 	d.seq++
 	dir := filepath.Join(d.opts.Dir, "db-"+strconv.FormatInt(d.now().UnixNano(), 36)+"-"+strconv.Itoa(d.seq))
@@ -184,20 +186,16 @@ func (d *DB) load(from string) (*Snapshot, error) {
 	if err != nil {
 		return fail(err)
 	}
-	im, err := v6.ReadImportMetadata(afero.NewOsFs(), cfg.DBDirectoryPath())
-	if err != nil {
-		return fail(err)
-	}
 	r, err := cur.Reader()
 	if err != nil {
 		return fail(err)
 	}
 	built := desc.Built.Time.UTC()
-	digest := im.Digest
-	if !strings.Contains(from, "://") {
-		// A local file is named by its own digest: Grype's import digest of
-		// one file was seen to differ between two processes, and replicas
-		// that disagree on the ID share no reports.
+	// A database is named by the digest of what it was loaded from: the
+	// local file, or the archive the listing names. Not by Grype's import
+	// digest, nor by the imported file's: both differ between processes for
+	// one database, and replicas that disagree on the ID share no reports.
+	if digest == "" {
 		if digest, err = fileDigest(from); err != nil {
 			return fail(err)
 		}
@@ -285,7 +283,10 @@ func (d *DB) Update() (bool, error) {
 		d.setErr(err)
 		return false, err
 	}
-	return true, d.Load(u)
+	if archive.Checksum == "" { // Grype verifies archives against it: a listing always names one
+		return false, fmt.Errorf("%s names no checksum for %s", d.opts.URL, archive.Path)
+	}
+	return true, d.loadAs(u, archive.Checksum)
 }
 
 func (d *DB) setErr(err error) {

@@ -7,11 +7,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -129,3 +131,40 @@ func TestDownloadVerifyAndUpdateFromAMirror(t *testing.T) {
 // waitNextSecond waits until a database built now is newer than the last:
 // build times are rounded to the second.
 func waitNextSecond() { time.Sleep(1500 * time.Millisecond) }
+
+// Two replicas (here, processes) that download the same archive name the
+// database alike: reports are keyed by the ID, and replicas that disagree
+// share none. Grype's import digest of one local file was once seen to
+// differ between two processes, so each ID here comes from its own process.
+func TestTwoReplicasNameADownloadedDatabaseAlike(t *testing.T) {
+	if url := os.Getenv("MOAT_VULNDB_REPLICA_URL"); url != "" { // the replica process
+		db, err := vulndb.New(vulndb.Options{Dir: os.Getenv("MOAT_VULNDB_REPLICA_DIR"), URL: url}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		if _, err := db.Update(); err != nil {
+			t.Fatal(err)
+		}
+		fmt.Printf("id=%s\n", db.Current())
+		return
+	}
+	m := &mirror{}
+	srv := httptest.NewServer(m)
+	defer srv.Close()
+	m.publish(t, samples.Vulns, false)
+	var ids []string
+	for range 3 {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestTwoReplicasNameADownloadedDatabaseAlike$")
+		cmd.Env = append(os.Environ(), "MOAT_VULNDB_REPLICA_URL="+srv.URL, "MOAT_VULNDB_REPLICA_DIR="+t.TempDir())
+		out, err := cmd.CombinedOutput()
+		_, id, ok := strings.Cut(string(out), "id=")
+		if err != nil || !ok {
+			t.Fatalf("replica: %v\n%s", err, out)
+		}
+		ids = append(ids, strings.Fields(id)[0])
+	}
+	if ids[0] == "" || ids[0] != ids[1] || ids[1] != ids[2] {
+		t.Errorf("one archive, IDs %q", ids)
+	}
+}

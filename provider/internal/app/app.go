@@ -106,6 +106,7 @@ type App struct {
 	DB         *vulndb.DB      // the embedded scanner's database, or nil
 	Shared     *shared.Store   // nil without one
 	remote     *scanremote.Client
+	vex        *vex.Source // nil without VEX statements
 	log        *slog.Logger
 	dbCfg      EngineConfig
 }
@@ -188,7 +189,7 @@ func New(cfg Config, log *slog.Logger) (_ *App, err error) {
 				return nil, err
 			}
 			log.Info("VEX statements in use", "files", statements.Files(), "attestations", cfg.Scan.VEXAttested)
-			opts.VEX = statements
+			opts.VEX, a.vex = statements, statements
 		}
 		opts.FirstSeen = firstseen.New(opts.CacheSize, opts.Shared)
 		a.Scans, err = scans.New(opts, scanner, m, log)
@@ -214,11 +215,18 @@ func New(cfg Config, log *slog.Logger) (_ *App, err error) {
 	return a, nil
 }
 
+// vexReloadInterval is how often --vex-dir is read again: a ConfigMap
+// update takes about a minute to reach the pod's files anyway.
+const vexReloadInterval = 30 * time.Second
+
 // Run serves until ctx ends, keeping the database up to date meanwhile.
 func (a *App) Run(ctx context.Context, addr, opsAddr string) error {
 	defer a.Close()
 	if a.DB != nil {
 		go KeepDB(ctx, a.DB, a.dbCfg, a.log)
+	}
+	if a.vex != nil {
+		go a.vex.Watch(ctx, vexReloadInterval, a.log)
 	}
 	if a.remote != nil {
 		// Before serving, so that answers after a restart find the reports

@@ -127,7 +127,7 @@ func NewServe(fs *flag.FlagSet) *Serve {
 	fs.Var(&s.ScanMax, "scan-max", "most findings per severity an accepted image may have, e.g. critical=0,high=5; severities not named are not limited; none: no limit")
 	fs.Var(&s.IgnoreIDs, "scan-ignore-ids", "comma-separated finding IDs that do not count against --scan-max")
 	fs.Var(&s.ScanGrace, "scan-grace", "per severity, how long a finding a database update brings to an image already scanned does not count against --scan-max, from when it was first seen, e.g. critical=72h,high=168h; a severity not named has no grace (docs/new-vulnerabilities.md)")
-	fs.StringVar(&s.VEXDir, "vex-dir", "", "a directory of OpenVEX documents: findings they state not_affected or fixed for an image do not count (read at start)")
+	fs.StringVar(&s.VEXDir, "vex-dir", "", "a directory of OpenVEX documents: findings they state not_affected or fixed for an image do not count (read again every 30s when it changed)")
 	fs.BoolVar(&s.VEXAttested, "vex-attestations", false, "also use the image's OpenVEX attestations (cosign attest --type openvex) that verify under the --signature-* trust")
 	fs.BoolVar(&s.Attestations, "scan-attestations", false, "answer from the newest cosign vuln attestation (signed under the --signature-* trust) when the image has one; others go to --scanner")
 	s.Engine.register(r)

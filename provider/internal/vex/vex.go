@@ -12,10 +12,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	openvex "github.com/openvex/go-vex/pkg/vex"
@@ -41,8 +43,14 @@ type Options struct {
 
 // Source is the VEX statements Moat trusts. Safe for concurrent use.
 type Source struct {
+	dir    string
+	verify *sigcheck.Verifier
+	cur    atomic.Pointer[statements]
+}
+
+// statements are the documents of the directory as last read.
+type statements struct {
 	docs    []document
-	verify  *sigcheck.Verifier
 	version string
 }
 
@@ -55,13 +63,24 @@ type document struct {
 // document is an error naming it: a statement the operator meant to apply
 // is never dropped silently.
 func Load(opts Options) (*Source, error) {
-	s := &Source{verify: opts.Attestations}
+	s := &Source{dir: opts.Dir, verify: opts.Attestations}
+	st, err := s.read()
+	if err != nil {
+		return nil, err
+	}
+	s.cur.Store(st)
+	return s, nil
+}
+
+// read reads the directory's documents.
+func (s *Source) read() (*statements, error) {
+	st := &statements{}
 	h := sha256.New()
-	if opts.Attestations != nil {
+	if s.verify != nil {
 		h.Write([]byte("attestations\n"))
 	}
-	if opts.Dir != "" {
-		entries, err := os.ReadDir(opts.Dir)
+	if s.dir != "" {
+		entries, err := os.ReadDir(s.dir)
 		if err != nil {
 			return nil, fmt.Errorf("--vex-dir: %w", err)
 		}
@@ -69,8 +88,8 @@ func Load(opts Options) (*Source, error) {
 			if strings.HasPrefix(e.Name(), ".") {
 				continue
 			}
-			path := filepath.Join(opts.Dir, e.Name())
-			if st, err := os.Stat(path); err != nil || st.IsDir() { // follows a ConfigMap's links
+			path := filepath.Join(s.dir, e.Name())
+			if fi, err := os.Stat(path); err != nil || fi.IsDir() { // follows a ConfigMap's links
 				continue
 			}
 			raw, err := os.ReadFile(path)
@@ -81,20 +100,46 @@ func Load(opts Options) (*Source, error) {
 			if err != nil {
 				return nil, fmt.Errorf("--vex-dir: %s: %w", path, err)
 			}
-			s.docs = append(s.docs, document{doc: doc, source: "file " + e.Name()})
+			st.docs = append(st.docs, document{doc: doc, source: "file " + e.Name()})
 			fmt.Fprintf(h, "%s %x\n", e.Name(), sha256.Sum256(raw))
 		}
 	}
-	s.version = hex.EncodeToString(h.Sum(nil)[:8])
-	return s, nil
+	st.version = hex.EncodeToString(h.Sum(nil)[:8])
+	return st, nil
 }
 
-// Version changes whenever the statements Load read do: a report judged
-// with other statements is judged again.
-func (s *Source) Version() string { return s.version }
+// Watch reads the directory again every interval until ctx ends, and uses
+// what it finds when it changed (a ConfigMap update reaches the pod's
+// files within about a minute). A directory that no longer reads, or a
+// document that is not OpenVEX, is logged and the statements in use stay.
+func (s *Source) Watch(ctx context.Context, every time.Duration, log *slog.Logger) {
+	if s.dir == "" {
+		return
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(every):
+		}
+		st, err := s.read()
+		if err != nil {
+			log.Error("VEX documents not reloaded; the previous statements stay in use", "error", err.Error())
+			continue
+		}
+		if st.version != s.Version() {
+			s.cur.Store(st)
+			log.Info("VEX documents reloaded; reports are judged again", "files", len(st.docs), "version", st.version)
+		}
+	}
+}
 
-// Files is how many documents Load read.
-func (s *Source) Files() int { return len(s.docs) }
+// Version changes whenever the statements Load or Watch read do: a report
+// judged with other statements is judged again.
+func (s *Source) Version() string { return s.cur.Load().version }
+
+// Files is how many documents are in use.
+func (s *Source) Files() int { return len(s.cur.Load().docs) }
 
 func parse(raw []byte) (*openvex.VEX, error) {
 	doc, err := openvex.Parse(raw)
@@ -114,7 +159,7 @@ func parse(raw []byte) (*openvex.VEX, error) {
 // error says so and only the mounted documents apply: findings then count
 // (the strict direction).
 func (s *Source) Apply(ctx context.Context, image string, fs []answer.Finding) (kept, out []answer.Finding, err error) {
-	docs := s.docs
+	docs := s.cur.Load().docs
 	if s.verify != nil {
 		attested, aerr := s.attested(ctx, image)
 		if aerr != nil {

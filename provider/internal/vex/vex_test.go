@@ -3,10 +3,13 @@ package vex_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/moat-dev/moat/provider/internal/answer"
 	"github.com/moat-dev/moat/provider/internal/sigcheck"
@@ -161,5 +164,53 @@ func TestAttestedStatementsOnlyUnderTheSignatureTrust(t *testing.T) {
 		if c.out == "" && (err == nil || !strings.Contains(err.Error(), "no attestation verifies")) {
 			t.Errorf("%s: the untrusted attestation should be reported as not used, got %v", c.repo, err)
 		}
+	}
+}
+
+// A directory whose documents change is read again: a new statement
+// applies and the version changes (reports are judged again); a document
+// that breaks leaves the statements in use.
+func TestChangedDocumentsAreReadAgain(t *testing.T) {
+	dir := t.TempDir()
+	purl := "pkg:oci/app@sha256:1111111111111111111111111111111111111111111111111111111111111111"
+	write := func(doc string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, "platform.json"), []byte(doc), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(document("CVE-2026-1", purl, "", "affected"))
+	s, err := vex.Load(vex.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Watch(ctx, 10*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil))); close(done) }()
+	defer func() { cancel(); <-done }()
+	first := s.Version()
+	takenOut := func() string {
+		_, out, _ := s.Apply(context.Background(), image, findings)
+		return ids(out)
+	}
+	if got := takenOut(); got != "" {
+		t.Fatalf("affected: %q taken out", got)
+	}
+
+	write(document("CVE-2026-1", purl, "", "not_affected"))
+	for deadline := time.Now().Add(10 * time.Second); takenOut() != "CVE-2026-1"; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the changed document was never read")
+		}
+	}
+	second := s.Version()
+	if second == first {
+		t.Error("the version did not change with the statements")
+	}
+
+	write(`{"statements": [`)
+	time.Sleep(100 * time.Millisecond)
+	if takenOut() != "CVE-2026-1" || s.Version() != second {
+		t.Error("a broken document replaced the statements in use")
 	}
 }

@@ -139,7 +139,7 @@ func (p Policy) Judge(res Result, now time.Time) answer.Scan {
 	}
 	r := answer.Scan{
 		Status:          answer.Accepted,
-		Reason:          fmt.Sprintf("%d findings, within the scan policy", len(res.Findings)),
+		Reason:          fmt.Sprintf("%s, within the scan policy", plural(len(res.Findings), "finding")),
 		Vulnerabilities: &all,
 		Fixable:         &fixable,
 		Scanner:         &res.Scanner,
@@ -217,6 +217,14 @@ func mostSevere(fs []answer.Finding, n int) ([]answer.Finding, int) {
 		return out, 0
 	}
 	return out[:n], len(out) - n
+}
+
+// plural is "1 finding", "2 findings".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 // clip joins the first n of items and says how many more there are.

@@ -109,7 +109,7 @@ func TestGraceCountsFromFirstSeenAndOnlyForFindingsAnUpdateBrought(t *testing.T)
 		{"new CVE after its grace", []answer.Finding{newCVE}, update.Add(73 * time.Hour), answer.Rejected, "1 critical (max 0: CVE-NEW"},
 		{"old CVE of the first scan", []answer.Finding{oldCVE}, first.Add(time.Hour), answer.Rejected, "CVE-OLD"},
 		{"no first-seen date", []answer.Finding{undated}, update, answer.Rejected, "CVE-UNDATED"},
-		{"severity without grace", []answer.Finding{highNew}, update.Add(time.Hour), answer.Accepted, "1 findings, within the scan policy"},
+		{"severity without grace", []answer.Finding{highNew}, update.Add(time.Hour), answer.Accepted, "1 finding, within the scan policy"},
 	}
 	for _, c := range cases {
 		res := Result{Findings: c.fs, FirstScanned: first}

@@ -321,7 +321,7 @@ func RegistryClient(tb testing.TB, insecure ...string) *registry.Client {
 func WriteSampleDB(path string, later bool) error {
 	vulns := samples.Vulns
 	if later {
-		vulns = append(vulns[:len(vulns):len(vulns)], samples.Later)
+		vulns = samples.WithLater()
 	}
 	return samples.WriteDBOf(path, vulns)
 }

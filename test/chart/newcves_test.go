@@ -1,6 +1,7 @@
 package chart_test
 
 import (
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -21,7 +22,7 @@ func TestGraceGetsAWarningTwinAndAdmitRunningSyncsPods(t *testing.T) {
 		}
 	}
 	if len(names) != 4 || names["moat-image-scan-prod-grace"] == nil || names["moat-image-scan-grace"] != nil || names["moat-image-scan-dev-grace"] != nil {
-		t.Fatalf("constraints %v; want a grace twin for prod only", keys(names))
+		t.Fatalf("constraints %v; want a grace twin for prod only", slices.Sorted(maps.Keys(names)))
 	}
 	twin, prod := names["moat-image-scan-prod-grace"], names["moat-image-scan-prod"]
 	action, _, _ := unstructured.NestedString(twin.Object, "spec", "enforcementAction")
@@ -54,12 +55,16 @@ func TestGraceGetsAWarningTwinAndAdmitRunningSyncsPods(t *testing.T) {
 	}
 }
 
-func keys(m map[string]*unstructured.Unstructured) []string {
+// volumeSources are the provider Deployment's volumes of one kind, by the
+// name they refer to: volumeSources(objs, "secret", "secretName").
+func volumeSources(objs []*unstructured.Unstructured, kind, field string) []string {
+	vols, _, _ := unstructured.NestedSlice(find(objs, "Deployment", "moat").Object, "spec", "template", "spec", "volumes")
 	var out []string
-	for k := range m {
-		out = append(out, k)
+	for _, v := range vols {
+		if name, ok, _ := unstructured.NestedString(v.(map[string]any), kind, field); ok {
+			out = append(out, name)
+		}
 	}
-	slices.Sort(out)
 	return out
 }
 
@@ -74,13 +79,7 @@ func TestProviderGraceAndVEX(t *testing.T) {
 			t.Errorf("no %s in %v", want, a)
 		}
 	}
-	vols, _, _ := unstructured.NestedSlice(find(objs, "Deployment", "moat").Object, "spec", "template", "spec", "volumes")
-	mounted := false
-	for _, v := range vols {
-		cm, _, _ := unstructured.NestedString(v.(map[string]any), "configMap", "name")
-		mounted = mounted || cm == "vex-statements"
-	}
-	if !mounted {
+	if !slices.Contains(volumeSources(objs, "configMap", "name"), "vex-statements") {
 		t.Error("the VEX ConfigMap is not mounted")
 	}
 	if out, err := helmErr("template", "moat", "charts/moat", "--kube-version", "1.34.0", "--set", "scanner.mode=embedded", "--set", "scanner.vex.attestations=true"); err == nil ||

@@ -129,13 +129,7 @@ func TestSignatureValues(t *testing.T) {
 	if slices.Contains(a, "--signature-ignore-tlog") {
 		t.Error("transparency-log checks turned off without being asked")
 	}
-	vols, _, _ := unstructured.NestedSlice(find(objs, "Deployment", "moat").Object, "spec", "template", "spec", "volumes")
-	mounted := false
-	for _, v := range vols {
-		s, _, _ := unstructured.NestedString(v.(map[string]any), "secret", "secretName")
-		mounted = mounted || s == "cosign-trust"
-	}
-	if !mounted {
+	if !slices.Contains(volumeSources(objs, "secret", "secretName"), "cosign-trust") {
 		t.Error("the trust secret is not mounted")
 	}
 }

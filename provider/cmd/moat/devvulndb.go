@@ -23,7 +23,7 @@ func runDevVulnDB(_ context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	vulns := samples.Vulns
 	if *later {
-		vulns = append(vulns[:len(vulns):len(vulns)], samples.Later)
+		vulns = samples.WithLater()
 	}
 	if err := samples.WriteDBOf(*out, vulns); err != nil {
 		return err

@@ -39,7 +39,7 @@ func TestADatabaseFileThatChangesIsLoadedAgain(t *testing.T) {
 	first := waitFor(t, db, func(id string) bool { return id != "" })
 
 	next := filepath.Join(dir, "next.db")
-	if err := samples.WriteDBOf(next, append(append([]samples.Vuln(nil), samples.Vulns...), samples.Later)); err != nil {
+	if err := samples.WriteDBOf(next, samples.WithLater()); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Rename(next, path); err != nil {

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -49,18 +50,39 @@ func (f *severityFlag) Set(s string) error {
 	case "":
 		return fmt.Errorf("empty: name the limits, e.g. critical=0, or say none")
 	}
+	const want = "want severity=count, e.g. critical=0"
+	err := eachSeverity(s, want, func(sev, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return errors.New(want)
+		}
+		m[sev] = n
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	*f = m
+	return nil
+}
+
+// eachSeverity calls set with each "severity=value" of a comma-separated
+// list, the severity lower-cased and both trimmed; an error names the item,
+// and an item without "=" gets want.
+func eachSeverity(s, want string, set func(sev, value string) error) error {
 	for _, p := range strings.Split(s, ",") {
 		if p = strings.TrimSpace(p); p == "" {
 			continue
 		}
 		k, v, ok := strings.Cut(p, "=")
-		n, err := strconv.Atoi(strings.TrimSpace(v))
-		if !ok || err != nil {
-			return fmt.Errorf("%q: want severity=count, e.g. critical=0", p)
+		err := errors.New(want)
+		if ok {
+			err = set(strings.ToLower(strings.TrimSpace(k)), strings.TrimSpace(v))
 		}
-		m[strings.ToLower(strings.TrimSpace(k))] = n
+		if err != nil {
+			return fmt.Errorf("%q: %w", p, err)
+		}
 	}
-	*f = m
 	return nil
 }
 
@@ -80,19 +102,20 @@ func (f *graceFlag) String() string {
 
 func (f *graceFlag) Set(s string) error {
 	m := graceFlag{}
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p == "" {
-			continue
-		}
-		k, v, ok := strings.Cut(p, "=")
-		d, err := time.ParseDuration(strings.TrimSpace(v))
-		if !ok || err != nil {
-			return fmt.Errorf("%q: want severity=duration, e.g. critical=72h", p)
+	const want = "want severity=duration, e.g. critical=72h"
+	err := eachSeverity(s, want, func(sev, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return errors.New(want)
 		}
 		if d <= 0 {
-			return fmt.Errorf("%q: the grace period must be positive (leave the severity out for none)", p)
+			return errors.New("the grace period must be positive (leave the severity out for none)")
 		}
-		m[strings.ToLower(strings.TrimSpace(k))] = d
+		m[sev] = d
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	*f = m
 	return nil

@@ -49,6 +49,10 @@ var Vulns = []Vuln{
 // the "CVE published overnight" of the tests and the demo.
 var Later = Vuln{ID: "MOAT-TEST-0005", Package: "moat-sample-high-free", Fixed: "1.1.0", Severity: "critical", Published: time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC)}
 
+// WithLater is the sample database and Later: the database after the
+// update that brings the new CVE.
+func WithLater() []Vuln { return append(Vulns[:len(Vulns):len(Vulns)], Later) }
+
 // Images are the sample images by name: npm packages and their versions.
 var Images = map[string]map[string]string{
 	// critical: one fixable critical finding.

@@ -367,7 +367,7 @@ func TestANewCVEGetsItsGraceOnEveryReplicaAndNeverMoreWithoutTheSharedTier(t *te
 	if err := samples.WriteDB(dbA); err != nil {
 		t.Fatal(err)
 	}
-	if err := samples.WriteDBOf(dbB, append(append([]samples.Vuln(nil), samples.Vulns...), samples.Later)); err != nil {
+	if err := samples.WriteDBOf(dbB, samples.WithLater()); err != nil {
 		t.Fatal(err)
 	}
 	cfg := testenv.ScanDefaults()

@@ -220,3 +220,22 @@ func Decode(raw []byte) (*Value, error) {
 	}
 	return &v, nil
 }
+
+// NodeSchema names the version of a node's value.
+const NodeSchema = "moat.node.v1"
+
+// Node is the moat.node.v1 answer for a node key ("<node name>/<boot ID>"): the scan of the node's own file system
+// by `moat node-scan`, judged by the provider's scan policy, with the scan part's fields as an image's value has them.
+type Node struct {
+	// Schema is "moat.node.v1".
+	Schema string `json:"schema" enum:"moat.node.v1"`
+	// Node is the node's name.
+	Node string `json:"node"`
+	// BootID is the boot the report describes (the node's status.nodeInfo.bootID); a report of another boot is never served.
+	BootID string `json:"bootID"`
+	// Pool is the node pool the node scanner read from the node's labels (AKS, EKS, GKE); absent when none.
+	Pool string `json:"pool,omitempty"`
+	// OS is the Linux distribution found on the node's root file system.
+	OS string `json:"os,omitempty"`
+	*Scan
+}

@@ -14,35 +14,38 @@ import (
 	"time"
 )
 
-var update = flag.Bool("update", false, "rewrite docs/protocol/moat.v1.schema.json from the Go type")
+var update = flag.Bool("update", false, "rewrite docs/protocol/*.schema.json from the Go types")
 
-const schemaFile = "../../../docs/protocol/moat.v1.schema.json"
-
-// The published JSON Schema is generated from Value and the comments of
-// answer.go, so the two cannot drift: make test fails when they differ.
+// The published JSON Schemas are generated from Value, Node and the
+// comments of answer.go, so they cannot drift: make test fails when they
+// differ.
 func TestSchemaIsGeneratedFromTheType(t *testing.T) {
-	got := generateSchema(t)
-	if *update {
-		if err := os.WriteFile(schemaFile, got, 0o644); err != nil {
+	for file, got := range map[string][]byte{
+		"../../../docs/protocol/moat.v1.schema.json":      generateSchema(t, reflect.TypeFor[Value](), Schema, "Value"),
+		"../../../docs/protocol/moat.node.v1.schema.json": generateSchema(t, reflect.TypeFor[Node](), NodeSchema, "Node"),
+	} {
+		if *update {
+			if err := os.WriteFile(file, got, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cur, err := os.ReadFile(file)
+		if err != nil {
 			t.Fatal(err)
 		}
-	}
-	cur, err := os.ReadFile(schemaFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(cur, got) {
-		t.Fatalf("%s is out of date: go test ./provider/internal/answer -run Schema -update", schemaFile)
+		if !bytes.Equal(cur, got) {
+			t.Fatalf("%s is out of date: go test ./provider/internal/answer -run Schema -update", file)
+		}
 	}
 }
 
-func generateSchema(t *testing.T) []byte {
+func generateSchema(t *testing.T, typ reflect.Type, name, doc string) []byte {
 	g := schemaGen{docs: fieldDocs(t), defs: map[string]any{}}
-	root := g.object(reflect.TypeFor[Value]())
+	root := g.object(typ)
 	root["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-	root["$id"] = "https://moat.dev/schemas/moat.v1.schema.json"
-	root["title"] = "moat.v1"
-	root["description"] = g.docs["Value"] + " " + g.docs["Value.Scan"] + " See docs/protocol.md."
+	root["$id"] = "https://moat.dev/schemas/" + name + ".schema.json"
+	root["title"] = name
+	root["description"] = g.docs[doc] + " " + g.docs["Value.Scan"] + " See docs/protocol.md."
 	root["$defs"] = g.defs
 	b, err := json.MarshalIndent(root, "", "  ")
 	if err != nil {

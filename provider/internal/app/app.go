@@ -20,6 +20,7 @@ import (
 	"github.com/moat-dev/moat/provider/internal/lookup"
 	"github.com/moat-dev/moat/provider/internal/metrics"
 	"github.com/moat-dev/moat/provider/internal/mtls"
+	"github.com/moat-dev/moat/provider/internal/nodes"
 	"github.com/moat-dev/moat/provider/internal/registry"
 	"github.com/moat-dev/moat/provider/internal/resolve"
 	"github.com/moat-dev/moat/provider/internal/scan"
@@ -50,6 +51,18 @@ type Config struct {
 	Scan   ScanConfig
 	// Signatures is off while its trust names no key and no identity.
 	Signatures SignatureConfig
+	// Nodes is off while its CA is empty.
+	Nodes NodeConfig
+}
+
+// NodeConfig configures node reports (`moat node-scan`).
+type NodeConfig struct {
+	// CA signs the node scanners' client certificates; Addr is their
+	// listener.
+	CA, Addr string
+	MaxAge   time.Duration
+	// Policy judges node reports; grace periods do not apply to nodes.
+	Policy scan.Policy
 }
 
 // SignatureConfig configures cosign signature checks.
@@ -105,6 +118,7 @@ type App struct {
 	Signatures *checks.Service // nil when no signature is trusted
 	DB         *vulndb.DB      // the embedded scanner's database, or nil
 	Shared     *shared.Store   // nil without one
+	Nodes      *nodes.Book     // nil without node reports
 	remote     *scanremote.Client
 	vex        *vex.Source // nil without VEX statements
 	log        *slog.Logger
@@ -212,6 +226,21 @@ func New(cfg Config, log *slog.Logger) (_ *App, err error) {
 	}
 	certs := mtls.NewReloader(cfg.Certs, log, m)
 	a.Server = server.New(cfg.Server, svc, certs, m, log)
+	if cfg.Nodes.CA != "" {
+		policy := cfg.Nodes.Policy
+		policy.Grace = nil
+		var store checks.Store
+		if a.Shared != nil {
+			store = a.Shared
+		}
+		book, err := nodes.New(nodes.Options{Policy: policy, MaxAge: cfg.Nodes.MaxAge, Shared: store})
+		if err != nil {
+			return nil, err
+		}
+		a.Nodes = book
+		nodeCerts := mtls.NewReloader(mtls.Files{Cert: cfg.Certs.Cert, Key: cfg.Certs.Key, ClientCA: cfg.Nodes.CA}, log, m)
+		a.Server.ServeNodes(book, nodes.Handler(book, log), cfg.Nodes.Addr, nil, nodeCerts)
+	}
 	return a, nil
 }
 

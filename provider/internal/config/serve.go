@@ -79,6 +79,10 @@ type Serve struct {
 	SignatureTimeout       time.Duration
 	SignatureTTL           time.Duration
 	SignatureUnverifiedTTL time.Duration
+
+	NodeReportCA     string
+	NodeReportAddr   string
+	NodeReportMaxAge time.Duration
 }
 
 // NewServe registers every setting of `moat serve` on fs, with its default.
@@ -143,6 +147,10 @@ func NewServe(fs *flag.FlagSet) *Serve {
 	r.duration(&s.SignatureTimeout, "signature-timeout", 30*time.Second, "", "a longer signature check is cancelled and answers unverified")
 	r.duration(&s.SignatureTTL, "signature-ttl", 6*time.Hour, "", "how long a verified signature is served")
 	r.duration(&s.SignatureUnverifiedTTL, "signature-unverified-ttl", 30*time.Second, "", "how long an unverified result is served before the next lookup checks again")
+
+	fs.StringVar(&s.NodeReportCA, "node-report-ca", "", "CA that signs the client certificates of `moat node-scan`: accept node reports on --node-report-addr and answer node keys on POST /nodes (docs/nodes.md); empty: off")
+	fs.StringVar(&s.NodeReportAddr, "node-report-addr", ":8444", "address of PUT /v1/node-report (HTTPS, TLS 1.3, a client certificate of --node-report-ca required)")
+	r.duration(&s.NodeReportMaxAge, "node-report-max-age", 24*time.Hour, "", "the oldest a node report is served; an older one answers report_not_available")
 	return s
 }
 
@@ -178,6 +186,9 @@ func (s *Serve) Validate() error {
 	}
 	if s.VEXAttested && !signing {
 		return usagef("--vex-attestations verifies attestations against the signature trust: give --signature-keys or --signature-identity")
+	}
+	if s.NodeReportCA != "" && s.NodeReportAddr == "" {
+		return usagef("--node-report-ca needs --node-report-addr, the address node scanners send their reports to")
 	}
 	if (s.VEXDir != "" || s.VEXAttested || len(s.ScanGrace) > 0) && s.Scanner == app.ScannerOff {
 		return usagef("--vex-dir, --vex-attestations and --scan-grace apply to scans: set --scanner embedded or service")
@@ -231,6 +242,7 @@ func (s *Serve) App(version string) app.Config {
 			VerifiedTTL:   s.SignatureTTL,
 			UnverifiedTTL: s.SignatureUnverifiedTTL,
 		},
+		Nodes: app.NodeConfig{CA: s.NodeReportCA, Addr: s.NodeReportAddr, MaxAge: s.NodeReportMaxAge, Policy: s.policy()},
 	}
 }
 

@@ -81,7 +81,7 @@ func NamespaceCredentials(opts Options, log *slog.Logger) (*Namespaces, error) {
 	if len(opts.Namespaces) == 0 {
 		return nil, nil
 	}
-	client, err := kubeClient(opts.Kubeconfig)
+	client, err := KubeClient(opts.Kubeconfig)
 	if err != nil {
 		return nil, err
 	}
@@ -135,7 +135,7 @@ type source interface {
 func Keychains(opts Options, log *slog.Logger) ([]authn.Keychain, error) {
 	var out []authn.Keychain
 	if len(opts.PullSecrets) > 0 || opts.PullSecretsOf != "" {
-		client, err := kubeClient(opts.Kubeconfig)
+		client, err := KubeClient(opts.Kubeconfig)
 		if err != nil {
 			return nil, err
 		}
@@ -202,8 +202,8 @@ func CheckHostPattern(p string) error {
 	return nil
 }
 
-// kubeClient reaches the API server through kubeconfig, or in-cluster.
-func kubeClient(kubeconfig string) (rest.Interface, error) {
+// KubeClient reaches the API server's core group through kubeconfig, or in-cluster.
+func KubeClient(kubeconfig string) (rest.Interface, error) {
 	var cfg *rest.Config
 	var err error
 	if kubeconfig != "" {
@@ -212,7 +212,7 @@ func kubeClient(kubeconfig string) (rest.Interface, error) {
 		cfg, err = rest.InClusterConfig()
 	}
 	if err != nil {
-		return nil, fmt.Errorf("pull secrets need the Kubernetes API: %w (outside a cluster, name a kubeconfig with --kubeconfig)", err)
+		return nil, fmt.Errorf("the Kubernetes API: %w (outside a cluster, name a kubeconfig with --kubeconfig)", err)
 	}
 	cfg.UserAgent = "moat"
 	// A REST client of the core group that knows only its types: the

@@ -20,6 +20,7 @@ import (
 	grypepkg "github.com/anchore/grype/grype/pkg"
 	"github.com/anchore/grype/grype/vulnerability"
 	"github.com/anchore/syft/syft"
+	"github.com/anchore/syft/syft/source"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
@@ -111,27 +112,81 @@ func (e *Engine) Scan(ctx context.Context, img string) (scan.Result, error) {
 		return scan.Result{}, e.failure(ctx, readKind(err), fmt.Errorf("%s: the image could not be read: %w", img, err))
 	}
 	defer src.Close()
+	return e.match(ctx, sctx, snap, src, img)
+}
+
+// HostExcludes are the parts of a node's root file system a node scan
+// skips: kernel and runtime file systems, and the container runtimes' and
+// the kubelet's storage, whose files belong to images (scanned as images),
+// not to the node.
+var HostExcludes = []string{
+	"./proc/**", "./sys/**", "./dev/**", "./run/**", "./tmp/**", "./var/tmp/**",
+	"./var/lib/containerd/**", "./var/lib/docker/**", "./var/lib/containers/**",
+	"./var/lib/kubelet/pods/**", "./var/log/**", "./home/**", "./root/**",
+	"./mnt/**", "./media/**", "./lost+found/**",
+}
+
+// ScanRoot catalogs the file system under root as a host's (a node's /,
+// mounted read-only at root) and matches its packages. Paths resolve
+// inside root, absolute symbolic links included; HostExcludes are skipped.
+// Nothing under root is written.
+func (e *Engine) ScanRoot(ctx context.Context, root string) (scan.Result, error) {
+	if st, err := os.Stat(root); err != nil || !st.IsDir() {
+		return scan.Result{}, scan.Errorf("unsupported", "%s: the host's root file system is not mounted there (a read-only hostPath of /)", root)
+	}
+	snap, release, err := e.db.Acquire()
+	if err != nil {
+		return scan.Result{}, &scan.Error{Kind: "database", Err: err}
+	}
+	defer release()
+	sctx, cancel := context.WithCancel(e.base)
+	defer cancel()
+	stop := context.AfterFunc(ctx, cancel)
+	defer stop()
+	src, err := syft.GetSource(sctx, root, syft.DefaultGetSourceConfig().WithSources("dir").WithBasePath(root).
+		WithExcludeConfig(source.ExcludeConfig{Paths: HostExcludes}))
+	if err != nil {
+		return scan.Result{}, e.failure(ctx, "unsupported", fmt.Errorf("%s: the host's file system could not be read: %w", root, err))
+	}
+	defer src.Close()
+	return e.match(ctx, sctx, snap, src, root)
+}
+
+// match catalogs src with syft and matches its packages in snap.
+func (e *Engine) match(ctx, sctx context.Context, snap *vulndb.Snapshot, src source.Source, what string) (scan.Result, error) {
 	sb, err := syft.CreateSBOM(sctx, src, e.sbom)
 	if err != nil {
-		return scan.Result{}, e.failure(ctx, "scanner", fmt.Errorf("%s: cataloging packages: %w", img, err))
+		return scan.Result{}, e.failure(ctx, "scanner", fmt.Errorf("%s: cataloging packages: %w", what, err))
 	}
 
 	pkgs := grypepkg.FromCollection(sb.Artifacts.Packages, sb.Relationships, grypepkg.SynthesisConfig{})
 	pctx := grypepkg.Context{Distro: distro.FromRelease(sb.Artifacts.LinuxDistribution, nil)}
+	// Grype's matchers read the distribution from each package, as Grype's
+	// own provider sets it: without it, no OS package (dpkg, rpm, apk) is
+	// matched against its distribution's advisories.
+	for _, p := range pkgs {
+		if p.Distro == nil {
+			p.Distro = pctx.Distro
+		}
+	}
 	m := &grype.VulnerabilityMatcher{
 		VulnerabilityProvider: snap.Provider,
 		Matchers:              matcher.NewDefaultMatchers(matcher.Config{}),
 	}
 	matches, _, err := m.FindMatchesContext(sctx, grypepkg.FromPtrs(pkgs), pctx)
 	if err != nil {
-		return scan.Result{}, e.failure(ctx, "scanner", fmt.Errorf("%s: matching vulnerabilities: %w", img, err))
+		return scan.Result{}, e.failure(ctx, "scanner", fmt.Errorf("%s: matching vulnerabilities: %w", what, err))
 	}
-	return scan.Result{
+	res := scan.Result{
 		Findings: findings(matches, snap.Published),
 		Scanner: answer.Tool{Name: "grype", Version: e.version, DB: answer.Database{ID: snap.ID, Schema: snap.Schema, Built: snap.Built,
 			AgeAtScan: time.Since(snap.Built).Round(time.Second).String()}},
 		ScannedAt: time.Now().UTC(),
-	}, nil
+	}
+	if d := sb.Artifacts.LinuxDistribution; d != nil {
+		res.OS = d.PrettyName
+	}
+	return res, nil
 }
 
 // pull writes the image (the platform's image of an index) into a new OCI

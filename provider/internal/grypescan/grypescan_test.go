@@ -201,3 +201,118 @@ func TestNewDatabaseSwapsInWhileScansRun(t *testing.T) {
 		t.Errorf("%d database directories left (%v); want the current one only", len(entries), err)
 	}
 }
+
+// hostRoot copies this machine's own Debian root file system's package
+// database into a directory laid out as a node's / (os-release through
+// Debian's relative link, dpkg's status file), and returns it with the
+// installed versions by package.
+func hostRoot(t *testing.T) (string, map[string]string) {
+	t.Helper()
+	status, err := os.ReadFile("/var/lib/dpkg/status")
+	if err != nil {
+		t.Fatalf("the test reads this machine's Debian package database: %v", err)
+	}
+	osRelease, err := os.ReadFile("/usr/lib/os-release")
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	for path, body := range map[string][]byte{"usr/lib/os-release": osRelease, "var/lib/dpkg/status": status} {
+		write(t, filepath.Join(root, path), body)
+	}
+	if err := os.MkdirAll(filepath.Join(root, "etc"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("../usr/lib/os-release", filepath.Join(root, "etc/os-release")); err != nil {
+		t.Fatal(err)
+	}
+	installed := map[string]string{}
+	for _, para := range strings.Split(string(status), "\n\n") {
+		var name, version string
+		for _, line := range strings.Split(para, "\n") {
+			if v, ok := strings.CutPrefix(line, "Package: "); ok {
+				name = v
+			}
+			if v, ok := strings.CutPrefix(line, "Version: "); ok {
+				version = v
+			}
+		}
+		if name != "" && strings.Contains(para, "Status: install ok installed") {
+			installed[name] = version
+		}
+	}
+	return root, installed
+}
+
+func write(t *testing.T, path string, body []byte) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, body, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestANodesRootFileSystemIsScannedForWhatIsInstalled(t *testing.T) {
+	root, installed := hostRoot(t)
+	bash, tar := installed["bash"], installed["tar"]
+	if bash == "" || tar == "" {
+		t.Fatalf("this machine's Debian has bash %q and tar %q installed", bash, tar)
+	}
+	// A container's files under the runtime's storage are the image's, not
+	// the node's: a package only listed there is never the node's finding.
+	write(t, filepath.Join(root, "var/lib/containerd/io.containerd.snapshotter.v1.overlayfs/snapshots/1/fs/var/lib/dpkg/status"),
+		[]byte("Package: moat-container-only\nStatus: install ok installed\nVersion: 1.0-1\nArchitecture: amd64\n\n"))
+	osRelease, _ := os.ReadFile(filepath.Join(root, "usr/lib/os-release"))
+	var major, codename string
+	for _, line := range strings.Split(string(osRelease), "\n") {
+		if v, ok := strings.CutPrefix(line, "VERSION_ID="); ok {
+			major = strings.Trim(v, `"`)
+		}
+		if v, ok := strings.CutPrefix(line, "VERSION_CODENAME="); ok {
+			codename = v
+		}
+	}
+	distro := "debian:" + major + ":" + codename
+	db := newDB(t, vulndb.Options{})
+	if err := db.Load(writeDB(t, []samples.Vuln{
+		{ID: "MOAT-NODE-0001", Package: "bash", Fixed: bash + "+moat1", Severity: "critical", Distro: distro},
+		{ID: "MOAT-NODE-0002", Package: "tar", Severity: "medium", Distro: distro},
+		{ID: "MOAT-NODE-0003", Package: "bash", Fixed: "0.1-1", Severity: "high", Distro: distro}, // fixed long before
+		{ID: "MOAT-NODE-0004", Package: "moat-not-installed", Fixed: "2.0-1", Severity: "critical", Distro: distro},
+		{ID: "MOAT-NODE-0005", Package: "moat-container-only", Fixed: "2.0-1", Severity: "critical", Distro: distro},
+	})); err != nil {
+		t.Fatal(err)
+	}
+	e := engine(t, testenv.StartRegistry(t), db)
+	res, err := e.ScanRoot(context.Background(), root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(res.OS, "Debian GNU/Linux") {
+		t.Errorf("the distribution is read from the root's os-release: %q", res.OS)
+	}
+	got := map[string]answer.Finding{}
+	for _, f := range res.Findings {
+		got[f.ID] = f
+	}
+	if f := got["MOAT-NODE-0001"]; f.Package != "bash" || f.Installed != bash || f.Fixed != bash+"+moat1" || f.Severity != "critical" {
+		t.Errorf("bash's advisory: %+v", f)
+	}
+	if f := got["MOAT-NODE-0002"]; f.Package != "tar" || f.Installed != tar || f.Fixed != "" || f.Severity != "medium" {
+		t.Errorf("tar's unfixed advisory: %+v", f)
+	}
+	for _, id := range []string{"MOAT-NODE-0003", "MOAT-NODE-0004", "MOAT-NODE-0005"} {
+		if f, ok := got[id]; ok {
+			t.Errorf("%s is not installed in an affected version on the node, yet reported: %+v", id, f)
+		}
+	}
+	if len(got) != 2 {
+		t.Errorf("findings: %s", ids(res.Findings))
+	}
+
+	if _, err := e.ScanRoot(context.Background(), filepath.Join(root, "missing")); scan.KindOf(err) != "unsupported" || !strings.Contains(err.Error(), "hostPath") {
+		t.Errorf("a root that is not there: %v", err)
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	v6 "github.com/anchore/grype/grype/db/v6"
@@ -26,12 +27,16 @@ import (
 )
 
 // Vuln is one advisory of the sample database: npm package Package is
-// vulnerable below Fixed (or in every version when Fixed is empty).
+// vulnerable below Fixed (or in every version when Fixed is empty). With
+// Distro ("debian:12:bookworm": name, major version, codename as
+// os-release has them), Package is that release's Debian package instead,
+// and versions compare as dpkg's do.
 type Vuln struct {
 	ID       string
 	Package  string
 	Fixed    string
 	Severity string
+	Distro   string
 	// Published is the advisory's publication date; zero for none.
 	Published time.Time
 }
@@ -97,14 +102,22 @@ func WriteDBOf(path string, vulns []Vuln) error {
 		if err := w.AddVulnerabilities(h); err != nil {
 			return fmt.Errorf("sample database: %w", err)
 		}
-		r := v6.Range{Version: v6.Version{Type: "semver", Constraint: ">=0"}, Fix: &v6.Fix{State: v6.NotFixedStatus}}
+		scheme, eco := "semver", "npm"
+		var os *v6.OperatingSystem
+		if v.Distro != "" {
+			f := strings.SplitN(v.Distro+"::", ":", 3)
+			scheme, eco = "dpkg", "deb"
+			os = &v6.OperatingSystem{Name: f[0], ReleaseID: f[0], MajorVersion: f[1], Codename: strings.Trim(f[2], ":")}
+		}
+		r := v6.Range{Version: v6.Version{Type: scheme, Constraint: ">=0"}, Fix: &v6.Fix{State: v6.NotFixedStatus}}
 		if v.Fixed != "" {
-			r = v6.Range{Version: v6.Version{Type: "semver", Constraint: "<" + v.Fixed}, Fix: &v6.Fix{Version: v.Fixed, State: v6.FixedStatus}}
+			r = v6.Range{Version: v6.Version{Type: scheme, Constraint: "<" + v.Fixed}, Fix: &v6.Fix{Version: v.Fixed, State: v6.FixedStatus}}
 		}
 		ap := &v6.AffectedPackageHandle{
-			Vulnerability: h,
-			Package:       &v6.Package{Name: v.Package, Ecosystem: "npm"},
-			BlobValue:     &v6.PackageBlob{Ranges: []v6.Range{r}},
+			Vulnerability:   h,
+			OperatingSystem: os,
+			Package:         &v6.Package{Name: v.Package, Ecosystem: eco},
+			BlobValue:       &v6.PackageBlob{Ranges: []v6.Range{r}},
 		}
 		if err := w.AddAffectedPackages(ap); err != nil {
 			return fmt.Errorf("sample database: %w", err)

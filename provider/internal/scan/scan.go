@@ -29,6 +29,9 @@ type Result struct {
 	Scanner  answer.Tool      `json:"scanner"`
 	// ScannedAt is when the scan finished.
 	ScannedAt time.Time `json:"scannedAt"`
+	// OS is the Linux distribution the scan found ("Debian GNU/Linux 12
+	// (bookworm)"); empty when none.
+	OS string `json:"os,omitempty"`
 
 	// What the provider adds before judging (never sent by a scanner):
 	// NotAffected are the findings VEX statements took out of Findings.

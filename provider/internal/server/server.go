@@ -55,6 +55,32 @@ type Server struct {
 	api http.Handler
 	// ready reports what keeps the service from being ready, if anything.
 	ready func() error
+	// nodes answers POST /nodes, and reports serves node scanners on a
+	// listener of its own; both nil without node scanning.
+	nodes   NodeAnswers
+	reports *listener
+}
+
+// NodeAnswers answers node keys: an item body, and bad for a per-key error.
+type NodeAnswers interface {
+	Answer(ctx context.Context, key string) (body []byte, bad bool)
+}
+
+// listener is a mutual-TLS listener with its own client CA and handler.
+type listener struct {
+	addr    string
+	ln      net.Listener
+	handler http.Handler
+	certs   *mtls.Reloader
+}
+
+// ServeNodes adds POST /nodes, answered by n, and the node scanners'
+// listener on addr: mutual TLS against certs' client CA (the node
+// scanners' CA, not Gatekeeper's), serving reports. Call before Run; ln, if
+// not nil, is a listener the caller made (Serve).
+func (s *Server) ServeNodes(n NodeAnswers, reports http.Handler, addr string, ln net.Listener, certs *mtls.Reloader) {
+	s.nodes = n
+	s.reports = &listener{addr: addr, ln: ln, handler: reports, certs: certs}
 }
 
 // NewService returns a Server that serves api instead of the provider's
@@ -77,8 +103,15 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/validate", s.endpoint("validate", s.opts.ValidateDeadline, func(a *lookup.Answer) []byte { return a.Validate }))
 	mux.Handle("/mutate", s.endpoint("mutate", s.opts.MutateDeadline, func(a *lookup.Answer) []byte { return a.Mutate }))
+	known := "POST /validate or POST /mutate"
+	if s.nodes != nil {
+		e := s.endpoint("nodes", s.opts.ValidateDeadline, func(a *lookup.Answer) []byte { return a.Validate })
+		e.look = s.lookNodes
+		mux.Handle("/nodes", e)
+		known = "POST /validate, POST /mutate or POST /nodes"
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeSystemError(w, http.StatusNotFound, fmt.Sprintf("no endpoint %q: use POST /validate or POST /mutate", r.URL.Path))
+		writeSystemError(w, http.StatusNotFound, fmt.Sprintf("no endpoint %q: use %s", r.URL.Path, known))
 	})
 	return mux
 }
@@ -110,13 +143,14 @@ type endpoint struct {
 	name     string
 	deadline time.Duration
 	body     func(*lookup.Answer) []byte
+	look     func(ctx context.Context, deadline time.Time, keys []string) []*lookup.Answer
 	requests map[int]prometheus.Counter // pre-resolved labels: no map lookup per request
 	keys     prometheus.Counter
 	duration prometheus.Observer
 }
 
 func (s *Server) endpoint(name string, deadline time.Duration, body func(*lookup.Answer) []byte) *endpoint {
-	e := &endpoint{s: s, name: name, deadline: deadline, body: body,
+	e := &endpoint{s: s, name: name, deadline: deadline, body: body, look: s.lookImages,
 		requests: map[int]prometheus.Counter{},
 		keys:     s.metrics.Keys.WithLabelValues(name),
 		duration: s.metrics.RequestDuration.WithLabelValues(name),
@@ -163,7 +197,7 @@ func (e *endpoint) serve(w http.ResponseWriter, r *http.Request, start time.Time
 	keys := req.Request.Keys
 	e.keys.Add(float64(len(keys)))
 
-	answers := e.s.svc.Lookup(r.Context(), start.Add(e.deadline), keys)
+	answers := e.look(r.Context(), start.Add(e.deadline), keys)
 
 	var enc protocol.Encoder
 	enc.Reset(body) // the request is decoded; reuse its storage
@@ -183,6 +217,24 @@ func (e *endpoint) serve(w http.ResponseWriter, r *http.Request, start time.Time
 }
 
 var jsonContentType = []string{"application/json"}
+
+func (s *Server) lookImages(ctx context.Context, deadline time.Time, keys []string) []*lookup.Answer {
+	return s.svc.Lookup(ctx, deadline, keys)
+}
+
+// lookNodes answers node keys from the node reports, which are in memory
+// or in the shared tier: no deadline applies beyond the tier's budget.
+func (s *Server) lookNodes(ctx context.Context, _ time.Time, keys []string) []*lookup.Answer {
+	out := make([]*lookup.Answer, len(keys))
+	for i, k := range keys {
+		body, bad := s.nodes.Answer(ctx, k)
+		out[i] = &lookup.Answer{Validate: body}
+		if bad {
+			out[i].Reason = "bad_key"
+		}
+	}
+	return out
+}
 
 // readBody reads the request body into buf, refusing more than limit bytes.
 func readBody(r *http.Request, limit int64, buf []byte) ([]byte, error) {
@@ -230,6 +282,13 @@ func (s *Server) Run(ctx context.Context, addr, opsAddr string) error {
 		ln.Close()
 		return fmt.Errorf("listen on %s (--metrics-addr): %w", opsAddr, err)
 	}
+	if s.reports != nil && s.reports.ln == nil {
+		if s.reports.ln, err = net.Listen("tcp", s.reports.addr); err != nil {
+			ln.Close()
+			opsLn.Close()
+			return fmt.Errorf("listen on %s (--node-report-addr): %w", s.reports.addr, err)
+		}
+	}
 	return s.Serve(ctx, ln, opsLn)
 }
 
@@ -262,9 +321,23 @@ func (s *Server) Serve(ctx context.Context, ln, opsLn net.Listener) error {
 	}
 	ops := &http.Server{Handler: s.OpsHandler(), ReadHeaderTimeout: 5 * time.Second, ErrorLog: mtls.ErrorLog(s.log, s.metrics)}
 
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- api.Serve(tls.NewListener(ln, tlsConf)) }()
 	go func() { errc <- ops.Serve(opsLn) }()
+	var reports *http.Server
+	if r := s.reports; r != nil {
+		if err := r.certs.Load(); err != nil {
+			s.log.Warn("node scanners' CA not loaded yet; node reports are refused until it is", "error", err.Error())
+		}
+		go r.certs.Watch(watchCtx, s.opts.CertReloadInterval)
+		conf := r.certs.ServerConfig(false)
+		reports = &http.Server{
+			Handler: r.handler, TLSConfig: conf, ErrorLog: mtls.ErrorLog(s.log, s.metrics),
+			ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 60 * time.Second, IdleTimeout: 120 * time.Second, MaxHeaderBytes: 64 << 10,
+		}
+		go func() { errc <- reports.Serve(tls.NewListener(r.ln, conf)) }()
+		s.log.Info("serving node reports", "addr", r.ln.Addr().String())
+	}
 	s.log.Info("serving", "addr", ln.Addr().String(), "opsAddr", opsLn.Addr().String(),
 		"validateDeadline", s.opts.ValidateDeadline.String(), "mutateDeadline", s.opts.MutateDeadline.String())
 
@@ -284,8 +357,12 @@ func (s *Server) Serve(ctx context.Context, ln, opsLn net.Listener) error {
 	s.log.Info("shutting down: finishing in-flight requests", "timeout", s.opts.ShutdownTimeout.String())
 	e1 := api.Shutdown(sctx)
 	e2 := ops.Shutdown(sctx)
+	var e3 error
+	if reports != nil {
+		e3 = reports.Shutdown(sctx)
+	}
 	if err != nil {
 		return err
 	}
-	return errors.Join(e1, e2)
+	return errors.Join(e1, e2, e3)
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/moat-dev/moat/provider/internal/lookup"
 	"github.com/moat-dev/moat/provider/internal/metrics"
 	"github.com/moat-dev/moat/provider/internal/mtls"
+	"github.com/moat-dev/moat/provider/internal/nodes"
 	"github.com/moat-dev/moat/provider/internal/registry"
 	"github.com/moat-dev/moat/provider/internal/samples"
 	"github.com/moat-dev/moat/provider/internal/vulndb"
@@ -52,6 +53,9 @@ type Env struct {
 	// Scans and DB are set when the Config scans (ScanDefaults).
 	Scans *checks.Service
 	DB    *vulndb.DB
+	// ReportURL is PUT /v1/node-report when the Config takes node reports
+	// (WithNodeReports); NodeClient reaches it.
+	ReportURL string
 
 	registry *httptest.Server
 }
@@ -111,9 +115,21 @@ func Start(tb testing.TB, cfg Config) *Env {
 			}
 		}
 	}
+	if cfg.Nodes.CA == NodeReports {
+		cfg.Nodes.CA = filepath.Join(dir, "node-ca.crt")
+	}
 	a, err := app.New(cfg, log)
 	if err != nil {
 		tb.Fatal(err)
+	}
+	var reportURL string
+	if cfg.Nodes.CA != "" {
+		rl, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		a.Server.ReportsListener(rl)
+		reportURL = "https://" + rl.Addr().String() + nodes.ReportPath
 	}
 	tb.Cleanup(a.Close)
 	if a.DB != nil {
@@ -143,7 +159,7 @@ func Start(tb testing.TB, cfg Config) *Env {
 	e := &Env{
 		Registry: reg, RegistryHost: regHost, CertDir: dir, Certs: set,
 		URL: "https://" + ln.Addr().String(), OpsURL: "http://" + opsLn.Addr().String(),
-		Metrics: a.Metrics, Service: a.Service, Log: logBuf, Scans: a.Scans, DB: a.DB, registry: rs,
+		Metrics: a.Metrics, Service: a.Service, Log: logBuf, Scans: a.Scans, DB: a.DB, registry: rs, ReportURL: reportURL,
 	}
 	e.waitReady(tb)
 	return e
@@ -162,6 +178,27 @@ func (e *Env) waitReady(tb testing.TB) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	tb.Fatal("provider not ready after 10s")
+}
+
+// NodeReports, as Config.Nodes.CA, makes Start take node reports with the
+// dev set's node-scan CA (WithNodeReports).
+const NodeReports = "testenv:node-ca"
+
+// WithNodeReports is cfg taking node reports from `moat node-scan`, served
+// at most maxAge old.
+func WithNodeReports(cfg Config, maxAge time.Duration) Config {
+	cfg.Nodes.CA, cfg.Nodes.MaxAge = NodeReports, maxAge
+	return cfg
+}
+
+// NodeClient is an HTTP client with the node scanner's client certificate.
+func (e *Env) NodeClient(tb testing.TB) *http.Client {
+	tb.Helper()
+	c, err := client.TLSConfig(client.Files{CA: e.Path("ca.crt"), Cert: e.Path("node-client.crt"), Key: e.Path("node-client.key")})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return client.New(c, 2, 30*time.Second)
 }
 
 // Path is a file in CertDir.

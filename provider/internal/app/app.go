@@ -239,7 +239,7 @@ func New(cfg Config, log *slog.Logger) (_ *App, err error) {
 		}
 		a.Nodes = book
 		nodeCerts := mtls.NewReloader(mtls.Files{Cert: cfg.Certs.Cert, Key: cfg.Certs.Key, ClientCA: cfg.Nodes.CA}, log, m)
-		a.Server.ServeNodes(book, nodes.Handler(book, log), cfg.Nodes.Addr, nil, nodeCerts)
+		a.Server.ServeNodes(book, nodes.Handler(book, log), cfg.Nodes.Addr, nodeCerts)
 	}
 	return a, nil
 }

@@ -111,6 +111,10 @@ type DevSet struct {
 	CA     *CA
 	Server Pair
 	Client Pair
+	// NodeCA signs NodeClient, the client certificate of `moat node-scan`:
+	// a CA of its own, so that it opens the node-report listener only.
+	NodeCA     *CA
+	NodeClient Pair
 }
 
 // NewDevSet issues a CA, a server pair for localhost, 127.0.0.1, ::1 and
@@ -139,11 +143,20 @@ func NewDevSet(extraHosts []string, validity time.Duration) (*DevSet, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &DevSet{CA: ca, Server: srv, Client: cli}, nil
+	nodeCA, err := NewCA("moat-dev-node-scan-ca", validity)
+	if err != nil {
+		return nil, err
+	}
+	node, err := nodeCA.Issue(Leaf{CommonName: "moat-node-scan", Client: true, NotBefore: now, NotAfter: now.Add(validity)})
+	if err != nil {
+		return nil, err
+	}
+	return &DevSet{CA: ca, Server: srv, Client: cli, NodeCA: nodeCA, NodeClient: node}, nil
 }
 
 // Write stores the set in dir as ca.crt, ca.key, tls.crt, tls.key,
-// client.crt and client.key (keys mode 0600).
+// client.crt, client.key, node-ca.crt, node-client.crt and node-client.key
+// (keys mode 0600).
 func (s *DevSet) Write(dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -159,6 +172,9 @@ func (s *DevSet) Write(dir string) error {
 		{"tls.key", s.Server.KeyPEM, 0o600},
 		{"client.crt", s.Client.CertPEM, 0o644},
 		{"client.key", s.Client.KeyPEM, 0o600},
+		{"node-ca.crt", s.NodeCA.CertPEM(), 0o644},
+		{"node-client.crt", s.NodeClient.CertPEM, 0o644},
+		{"node-client.key", s.NodeClient.KeyPEM, 0o600},
 	}
 	for _, f := range files {
 		if err := WriteAtomic(filepath.Join(dir, f.name), f.data, f.mode); err != nil {

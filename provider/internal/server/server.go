@@ -74,13 +74,15 @@ type listener struct {
 	certs   *mtls.Reloader
 }
 
+// ReportsListener makes Serve take node reports on ln (tests).
+func (s *Server) ReportsListener(ln net.Listener) { s.reports.ln = ln }
+
 // ServeNodes adds POST /nodes, answered by n, and the node scanners'
 // listener on addr: mutual TLS against certs' client CA (the node
-// scanners' CA, not Gatekeeper's), serving reports. Call before Run; ln, if
-// not nil, is a listener the caller made (Serve).
-func (s *Server) ServeNodes(n NodeAnswers, reports http.Handler, addr string, ln net.Listener, certs *mtls.Reloader) {
+// scanners' CA, not Gatekeeper's), serving reports. Call before Run.
+func (s *Server) ServeNodes(n NodeAnswers, reports http.Handler, addr string, certs *mtls.Reloader) {
 	s.nodes = n
-	s.reports = &listener{addr: addr, ln: ln, handler: reports, certs: certs}
+	s.reports = &listener{addr: addr, handler: reports, certs: certs}
 }
 
 // NewService returns a Server that serves api instead of the provider's

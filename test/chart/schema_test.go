@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apiextensions-apiserver/pkg/apis/apiextensions"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	structuralschema "k8s.io/apiextensions-apiserver/pkg/apiserver/schema"
@@ -90,7 +91,7 @@ func addCRDs(t *testing.T, schemas map[string]*apiextensions.JSONSchemaProps, pa
 // is let through without a schema.
 func TestRenderedManifestsMatchTheirSchemas(t *testing.T) {
 	schemas := gatekeeperSchemas(t)
-	objs := render(t, "policies.defender.enabled=true", "policies.podSecurity.level=restricted", "mutation.pinDigests=true",
+	objs := render(t, "policies.defender.enabled=true", "policies.podSecurity.level=restricted", "mutation.pinDigests=true", "nodeScan.enabled=true",
 		"provider.registryCredentialsSecret=pull", "networkPolicy.enabled=true", "scanner.mode=service",
 		"-f=test/chart/testdata/imagepolicy-values.yaml",
 		"networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.name=monitoring")
@@ -111,6 +112,12 @@ func TestRenderedManifestsMatchTheirSchemas(t *testing.T) {
 			typed = &appsv1.Deployment{}
 		case "apps/StatefulSet":
 			typed = &appsv1.StatefulSet{}
+		case "apps/DaemonSet":
+			typed = &appsv1.DaemonSet{}
+		case "rbac.authorization.k8s.io/ClusterRole":
+			typed = &rbacv1.ClusterRole{}
+		case "rbac.authorization.k8s.io/ClusterRoleBinding":
+			typed = &rbacv1.ClusterRoleBinding{}
 		case "/Service":
 			typed = &corev1.Service{}
 		case "/Secret":

@@ -59,15 +59,23 @@ func TestChartSettingsAreTheBinaryDefaultsOrNamedChoices(t *testing.T) {
 		"registry-config": "the mounted pull secret",
 		"redis-url":       "sharedState.mode (bundled by default: two replicas must agree)", "redis-password-file": "the shared-state Secret",
 		"redis-mac-key-file": "the shared-state Secret",
+		"node-report-ca":     "the mounted node-scan CA", "provider-url": "the provider Service's node-report port",
+		"provider-ca": "the mounted CA of the provider's certificate",
 	}
+	server := []string{"--tls-cert", "x", "--tls-key", "x", "--client-ca", "x"}
+	// The node scanner's name comes from the pod (NODE_NAME): given here.
+	nodeScan := []string{"--node-name", "n1", "--provider-url", "x", "--provider-ca", "x", "--tls-cert", "x", "--tls-key", "x", "--db-url", "x"}
 	for _, c := range []struct {
 		command, file string
 		sets          []string
+		required      []string
 	}{
-		{"serve", "serve.yaml", nil},
-		{"serve", "serve.yaml", []string{"scanner.mode=embedded"}},
-		{"serve", "serve.yaml", []string{"scanner.mode=service", "provider.registryCredentialsSecret=pull"}},
-		{"scanner", "scanner.yaml", []string{"scanner.mode=service"}},
+		{"serve", "serve.yaml", nil, server},
+		{"serve", "serve.yaml", []string{"scanner.mode=embedded"}, server},
+		{"serve", "serve.yaml", []string{"scanner.mode=service", "provider.registryCredentialsSecret=pull"}, server},
+		{"serve", "serve.yaml", []string{"nodeScan.enabled=true"}, server},
+		{"scanner", "scanner.yaml", []string{"scanner.mode=service"}, server},
+		{"node-scan", "node-scan.yaml", []string{"nodeScan.enabled=true"}, nodeScan},
 	} {
 		objs := render(t, c.sets...)
 		body, _, _ := unstructured.NestedString(find(objs, "ConfigMap", "moat-config").Object, "data", c.file)
@@ -79,8 +87,12 @@ func TestChartSettingsAreTheBinaryDefaultsOrNamedChoices(t *testing.T) {
 		if err := yaml.Unmarshal([]byte(body), &rendered); err != nil {
 			t.Fatal(err)
 		}
-		got := effective(t, c.command, "--config", file)
-		def := effective(t, c.command, "--tls-cert", "x", "--tls-key", "x", "--client-ca", "x")
+		given := []string{"--config", file}
+		if c.command == "node-scan" {
+			given = append(given, "--node-name", "n1")
+		}
+		got := effective(t, c.command, given...)
+		def := effective(t, c.command, c.required...)
 		for k := range rendered {
 			if got[k] != def[k] && choices[k] == "" {
 				t.Errorf("%v: the chart sets %s to %q, the binary's default is %q: use the default, or name the choice in this test and the chart README",

@@ -113,6 +113,47 @@ client.key: {{ $client.Key | b64enc }}
 {{- end -}}
 {{- end -}}
 
+{{/* The node scanners' certificates: a CA of their own (only it opens the provider's node-report listener),
+and their client certificate, reused on upgrade. */}}
+{{- define "moat.nodeScanCerts" -}}
+{{- $secretName := printf "%s-node-scan-tls" (include "moat.fullname" .) -}}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace $secretName -}}
+{{- if and $existing (index $existing.data "ca.crt") (index $existing.data "tls.crt") (index $existing.data "tls.key") -}}
+{{- range $k := list "ca.crt" "tls.crt" "tls.key" }}
+{{ $k }}: {{ index $existing.data $k }}
+{{- end }}
+{{- else -}}
+{{- $ca := genCA (printf "%s-node-scan-ca" (include "moat.fullname" .)) (int .Values.certificates.validityDays) -}}
+{{- $client := genSignedCert (printf "%s-node-scan" (include "moat.fullname" .)) nil nil (int .Values.certificates.validityDays) $ca -}}
+ca.crt: {{ $ca.Cert | b64enc }}
+tls.crt: {{ $client.Cert | b64enc }}
+tls.key: {{ $client.Key | b64enc }}
+{{- end -}}
+{{- end -}}
+
+{{- define "moat.nodeScanSelector" -}}
+app.kubernetes.io/name: {{ include "moat.name" . }}-node-scan
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "moat.nodeScanLabels" -}}
+{{ include "moat.nodeScanSelector" . }}
+app.kubernetes.io/component: node-scan
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{/* `moat node-scan --config`, for nodeScan.enabled. */}}
+{{- define "moat.nodeScanConfig" -}}
+{{- $n := .Values.nodeScan -}}
+{{- $c := dict "metrics-addr" ":8080" "root" "/host" "tls-cert" "/etc/moat/node-scan/tls.crt" "tls-key" "/etc/moat/node-scan/tls.key"
+  "provider-ca" "/etc/moat/provider-ca/ca.crt" "provider-url" (printf "https://%s.%s.svc:8444/v1/node-report" (include "moat.fullname" .) .Release.Namespace)
+  "interval" $n.interval "resend" $n.resend "nice" $n.nice "log-level" .Values.provider.logLevel -}}
+{{- $c = merge $c (include "moat.engineSettings" . | fromJson) -}}
+{{- toYaml $c }}
+{{- end -}}
+
 {{- define "moat.scannerSelector" -}}
 app.kubernetes.io/name: {{ include "moat.name" . }}-scanner
 app.kubernetes.io/instance: {{ .Release.Name }}
@@ -143,7 +184,7 @@ tls.key: {{ $ca.Key | b64enc }}
 {{/* Settings the chart sets itself (file paths, addresses, the scanner's wiring): provider.config and
 scanner.config may not set them. */}}
 {{- define "moat.ownedSettings" -}}
-{{ list "config" "check-config" "addr" "metrics-addr" "tls-cert" "tls-key" "client-ca" "scanner" "scanner-url" "scanner-ca" "scanner-cert" "scanner-key" "db-dir" "registry-config" "signature-keys" "signature-fulcio-roots" "signature-rekor-key" "redis-url" "redis-password-file" "redis-mac-key-file" "redis-ca" "redis-cert" "redis-key" "redis-prefix" "redis-budget" "pull-secrets" "pull-secrets-of-service-account" "namespace-credentials" "kubeconfig" "azure-identity" "aws-identity" "gcp-identity" | toJson }}
+{{ list "config" "check-config" "addr" "metrics-addr" "tls-cert" "tls-key" "client-ca" "scanner" "scanner-url" "scanner-ca" "scanner-cert" "scanner-key" "db-dir" "registry-config" "signature-keys" "signature-fulcio-roots" "signature-rekor-key" "redis-url" "redis-password-file" "redis-mac-key-file" "redis-ca" "redis-cert" "redis-key" "redis-prefix" "redis-budget" "pull-secrets" "pull-secrets-of-service-account" "namespace-credentials" "kubeconfig" "azure-identity" "aws-identity" "gcp-identity" "node-report-ca" "node-report-addr" | toJson }}
 {{- end -}}
 
 {{/* extra merged over base, refusing a setting the chart owns. */}}
@@ -238,6 +279,10 @@ scanner.config may not set them. */}}
 {{- if $g.attestations }}{{ $_ := set $c "scan-attestations" true }}{{ end }}
 {{- end }}
 {{- $c = merge $c (include "moat.sharedStateSettings" . | fromJson) -}}
+{{- if .Values.nodeScan.enabled }}
+{{- if and (eq .Values.sharedState.mode "none") (gt (int .Values.replicaCount) 1) }}{{ fail "nodeScan.enabled with several provider replicas needs sharedState (bundled or external): a node's report reaches one replica, the shared tier gives it to all" }}{{ end -}}
+{{- $_ := set $c "node-report-ca" "/etc/moat/node-scan-ca/ca.crt" }}{{ $_ := set $c "node-report-addr" ":8444" }}{{ $_ := set $c "node-report-max-age" .Values.nodeScan.maxAge }}
+{{- end }}
 {{- include "moat.mergeSettings" (dict "root" . "base" $c "extra" $p.config "from" "provider.config") }}
 {{- end -}}
 

@@ -67,6 +67,9 @@ type e2e struct {
 	constraints []*unstructured.Unstructured
 	slowScan    chan struct{} // closed to let scans of scan/slow read their layers
 	releaseOnce sync.Once
+	certs       string // moat dev-certs' files
+	reportAddr  string // node-report address of the replica started last
+	moatReports string // the first replica's
 }
 
 func (e *e2e) releaseSlowScan() { e.releaseOnce.Do(func() { close(e.slowScan) }) }
@@ -159,6 +162,7 @@ func TestEndToEnd(t *testing.T) {
 	t.Run("PullSecretsFollowedThroughTheAPI", func(t *testing.T) { e.pullSecrets(t, dir) })
 	t.Run("NamespaceCredentialsStayInTheirNamespace", func(t *testing.T) { e.namespaceCredentials(t, dir) })
 	t.Run("NewCVEAuditedRunningWorkloadsAdmitted", func(t *testing.T) { e.newCVEs(t, dir) })
+	t.Run("NodeVulnerabilitiesAudited", func(t *testing.T) { e.nodeVulnerabilities(t, dir) })
 	t.Run("ReplicasShareReportsThroughRestarts", func(t *testing.T) { e.replicasShareState(t, dir) })
 	t.Run("ProviderDown", e.providerDown)
 }
@@ -206,8 +210,12 @@ func (e *e2e) startMoat(t *testing.T, dir, bin string) []byte {
 		"--insecure-registries", e.registry, "--digest-ttl", digestTTL.String(),
 		"--scanner", "embedded", "--db-path", db, "--db-dir", filepath.Join(moatDir, "vulndb"),
 		// A budget a loaded CI machine keeps (a call past it is a miss).
-		"--redis-budget", "250ms"}, e.redis.Args("moat:")...)
+		"--redis-budget", "250ms",
+		// Node scanners' reports, with the node-scan CA dev-certs writes.
+		"--node-report-ca", filepath.Join(certs, "node-ca.crt")}, e.redis.Args("moat:")...)
+	e.certs = certs
 	e.moat, e.moatURL, e.moatOps = e.startReplica(t, dir, "moat-serve")
+	e.moatReports = e.reportAddr
 	ca, err := os.ReadFile(filepath.Join(certs, "ca.crt"))
 	if err != nil {
 		t.Fatal(err)
@@ -226,6 +234,7 @@ policies:
     enforcementAction: deny
     allowedImagesRegex: '^(contoso\.azurecr\.io|127\.0\.0\.1:[0-9]+)/.+$'
   podSecurity: {level: restricted, enforcementAction: dryrun}
+nodeScan: {enabled: true}
 imagePolicy:
   enabled: true
   defaultPolicy: accept
@@ -244,12 +253,13 @@ func (e *e2e) startReplica(t *testing.T, dir, name string) (*cluster.Proc, strin
 // startReplicaWith is startReplica with more settings.
 func (e *e2e) startReplicaWith(t *testing.T, dir, name string, extra ...string) (*cluster.Proc, string, string) {
 	t.Helper()
-	addrs, err := cluster.FreeAddrs(2)
+	addrs, err := cluster.FreeAddrs(3)
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr, ops := addrs[0], addrs[1]
-	args := append(append([]string{"serve", "--addr", addr, "--metrics-addr", ops}, e.serveArgs...), extra...)
+	args := append(append([]string{"serve", "--addr", addr, "--metrics-addr", ops, "--node-report-addr", addrs[2]}, e.serveArgs...), extra...)
+	e.reportAddr = addrs[2]
 	p, err := cluster.StartProc(dir, name, e.moatBin, args...)
 	if err != nil {
 		t.Fatal(err)
@@ -297,11 +307,7 @@ func (e *e2e) install(t *testing.T, dir string, moatCA []byte) {
 			// The provider's Deployment, Service, Secret, PDB: no kubelet
 			// here to run them; `moat serve` runs as a local process.
 		case o.GetKind() == "Provider":
-			path := "/validate"
-			if strings.HasSuffix(o.GetName(), "-mutate") {
-				path = "/mutate"
-			}
-			must(t, unstructured.SetNestedField(o.Object, e.moatURL+path, "spec", "url"))
+			must(t, unstructured.SetNestedField(o.Object, e.moatURL+providerPath(o), "spec", "url"))
 			must(t, unstructured.SetNestedField(o.Object, base64.StdEncoding.EncodeToString(moatCA), "spec", "caBundle"))
 			rest = append([]*unstructured.Unstructured{o}, rest...) // Providers first
 			e.providers = append(e.providers, o)
@@ -360,6 +366,17 @@ func (e *e2e) install(t *testing.T, dir string, moatCA []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// providerPath is the endpoint the chart's Provider p calls.
+func providerPath(p *unstructured.Unstructured) string {
+	switch {
+	case strings.HasSuffix(p.GetName(), "-mutate"):
+		return "/mutate"
+	case strings.HasSuffix(p.GetName(), "-nodes"):
+		return "/nodes"
+	}
+	return "/validate"
 }
 
 // waitStatus polls obj until check holds for its status.
@@ -943,11 +960,7 @@ func (e *e2e) waitEnforced(t *testing.T, c *unstructured.Unstructured) {
 func (e *e2e) pointProviders(t *testing.T, url string) {
 	t.Helper()
 	for _, p := range e.providers {
-		path := "/validate"
-		if strings.HasSuffix(p.GetName(), "-mutate") {
-			path = "/mutate"
-		}
-		must(t, unstructured.SetNestedField(p.Object, url+path, "spec", "url"))
+		must(t, unstructured.SetNestedField(p.Object, url+providerPath(p), "spec", "url"))
 		if _, err := e.apply.Apply(context.Background(), p); err != nil {
 			t.Fatal(err)
 		}

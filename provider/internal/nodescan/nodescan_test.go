@@ -17,7 +17,6 @@ import (
 	"github.com/moat-dev/moat/provider/internal/grypescan"
 	"github.com/moat-dev/moat/provider/internal/nodes"
 	"github.com/moat-dev/moat/provider/internal/nodescan"
-	"github.com/moat-dev/moat/provider/internal/samples"
 	"github.com/moat-dev/moat/provider/internal/scan"
 	"github.com/moat-dev/moat/provider/internal/shared"
 	"github.com/moat-dev/moat/provider/internal/vulndb"
@@ -28,51 +27,14 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 const boot = "6b1f5c2e-3d4a-4f7b-9a0e-2c8d1e5f7a9b"
 
-// node is a node's root file system: this machine's Debian os-release and
-// dpkg database, and a database marking its bash critical with a fix.
+// node is a node's root file system (this machine's Debian os-release and
+// dpkg database) and an engine whose database marks its bash critical.
 func node(t *testing.T) (root string, engine *grypescan.Engine, bash string) {
 	t.Helper()
-	root = t.TempDir()
-	for from, to := range map[string]string{"/usr/lib/os-release": "usr/lib/os-release", "/var/lib/dpkg/status": "var/lib/dpkg/status"} {
-		b, err := os.ReadFile(from)
-		if err != nil {
-			t.Fatalf("the test reads this machine's Debian files: %v", err)
-		}
-		if err := os.MkdirAll(filepath.Dir(filepath.Join(root, to)), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(root, to), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.MkdirAll(filepath.Join(root, "etc"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink("../usr/lib/os-release", filepath.Join(root, "etc/os-release")); err != nil {
-		t.Fatal(err)
-	}
-	osr, _ := os.ReadFile(filepath.Join(root, "usr/lib/os-release"))
-	fields := map[string]string{}
-	for _, l := range strings.Split(string(osr), "\n") {
-		if k, v, ok := strings.Cut(l, "="); ok {
-			fields[k] = strings.Trim(v, `"`)
-		}
-	}
-	status, _ := os.ReadFile(filepath.Join(root, "var/lib/dpkg/status"))
-	for _, para := range strings.Split(string(status), "\n\n") {
-		if strings.HasPrefix(para, "Package: bash\n") {
-			for _, l := range strings.Split(para, "\n") {
-				if v, ok := strings.CutPrefix(l, "Version: "); ok {
-					bash = v
-				}
-			}
-		}
-	}
-	dbFile := filepath.Join(t.TempDir(), "vulnerability.db")
-	if err := samples.WriteDBOf(dbFile, []samples.Vuln{{ID: "MOAT-NODE-0001", Package: "bash", Fixed: bash + "+moat1", Severity: "critical",
-		Distro: fields["ID"] + ":" + fields["VERSION_ID"] + ":" + fields["VERSION_CODENAME"]}}); err != nil {
-		t.Fatal(err)
-	}
+	dir := t.TempDir()
+	root, _ = testenv.HostRoot(t, dir, false)
+	dbFile := filepath.Join(dir, "vulnerability.db")
+	bash = testenv.WriteHostDB(t, dbFile)
 	db, err := vulndb.New(vulndb.Options{Dir: t.TempDir()}, quiet)
 	if err != nil {
 		t.Fatal(err)
@@ -141,7 +103,7 @@ func TestANodesReportReachesGatekeepersAnswersForItsBootOnly(t *testing.T) {
 	got := ask(t, env, "aks-system-0/"+boot, "aks-system-0/0d9e8f7a-0000-4000-8000-000000000000", "aks-user-1/"+boot, "not a node key")
 	v := value(t, got["aks-system-0/"+boot])
 	if v.Schema != answer.NodeSchema || v.Pool != "system" || !strings.HasPrefix(v.OS, "Debian") || v.Status != answer.Rejected ||
-		!strings.Contains(v.Reason, "MOAT-NODE-0001 (critical, bash "+bash+", fixed in "+bash+"+moat1)") {
+		!strings.Contains(v.Reason, testenv.HostCVE+" (critical, bash "+bash+", fixed in "+bash+"+moat1)") {
 		t.Errorf("the node's answer: %+v %+v", v, v.Scan)
 	}
 	if len(v.Findings) != 1 || v.Findings[0].Package != "bash" || v.Vulnerabilities.Critical != 1 {

@@ -13,7 +13,7 @@ import (
 
 func runDevCerts(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("dev-certs", stderr, "--out DIR [--host NAME]...")
-	out := fs.String("out", "", "directory to write ca.crt, ca.key, tls.crt, tls.key, client.crt and client.key")
+	out := fs.String("out", "", "directory to write ca.crt, ca.key, tls.crt, tls.key, client.crt, client.key, and node-ca.crt, node-client.crt, node-client.key (moat node-scan)")
 	validity := fs.Duration("validity", 30*24*time.Hour, "how long the certificates are valid")
 	var hosts config.List
 	fs.Var(&hosts, "host", "extra DNS name or IP address for the server certificate (repeatable; localhost, 127.0.0.1 and ::1 are always included)")

@@ -224,6 +224,9 @@ func (e *e2e) setParameter(t *testing.T, c *unstructured.Unstructured, name stri
 	must(t, unstructured.SetNestedField(got.Object, value, "spec", "parameters", name))
 	unstructured.RemoveNestedField(got.Object, "status")
 	unstructured.RemoveNestedField(got.Object, "metadata", "managedFields")
+	// No precondition: Gatekeeper writes the constraint's status all the
+	// time, and an apply carrying the read resourceVersion then conflicts.
+	unstructured.RemoveNestedField(got.Object, "metadata", "resourceVersion")
 	applied, err := e.apply.Apply(ctx, got)
 	if err != nil {
 		t.Fatal(err)

@@ -38,13 +38,19 @@ func (e *e2e) nodeVulnerabilities(t *testing.T, dir string) {
 	vulnerable := node{"aks-user-0", "user", "3f2c9a1e-5b7d-4c8e-9f01-2a3b4c5d6e7f"}
 	clean := node{"aks-system-0", "system", "8e7d6c5b-4a39-4281-8f7e-6d5c4b3a2918"}
 	for _, n := range []node{vulnerable, clean} {
-		obj := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.name, Labels: map[string]string{"kubernetes.azure.com/agentpool": n.pool}}}
+		// As a kubelet registers: with its version (the Defender set's
+		// MoatNodeVersion, enforced here, judges Node admission) and boot ID.
+		info := corev1.NodeSystemInfo{KubeletVersion: "v1.37.2", OSImage: "Debian GNU/Linux 12 (bookworm)", BootID: n.boot}
+		obj := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.name, Labels: map[string]string{"kubernetes.azure.com/agentpool": n.pool}},
+			Status: corev1.NodeStatus{NodeInfo: info}}
 		created, err := e.client.CoreV1().Nodes().Create(ctx, obj, metav1.CreateOptions{})
 		must(t, err)
 		defer e.client.CoreV1().Nodes().Delete(ctx, n.name, metav1.DeleteOptions{}) //nolint:errcheck
-		created.Status.NodeInfo.BootID = n.boot
-		_, err = e.client.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{})
-		must(t, err)
+		if created.Status.NodeInfo.BootID != n.boot {
+			created.Status.NodeInfo = info
+			_, err = e.client.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{})
+			must(t, err)
+		}
 	}
 
 	metrics := map[string]string{}

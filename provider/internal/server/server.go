@@ -284,18 +284,18 @@ func (s *Server) Run(ctx context.Context, addr, opsAddr string) error {
 		ln.Close()
 		return fmt.Errorf("listen on %s (--metrics-addr): %w", opsAddr, err)
 	}
-	if s.reports != nil && s.reports.ln == nil {
-		if s.reports.ln, err = net.Listen("tcp", s.reports.addr); err != nil {
-			ln.Close()
-			opsLn.Close()
-			return fmt.Errorf("listen on %s (--node-report-addr): %w", s.reports.addr, err)
-		}
-	}
 	return s.Serve(ctx, ln, opsLn)
 }
 
 // Serve is Run on listeners the caller made.
 func (s *Server) Serve(ctx context.Context, ln, opsLn net.Listener) error {
+	if r := s.reports; r != nil && r.ln == nil { // no ReportsListener: its own address
+		rl, err := net.Listen("tcp", r.addr)
+		if err != nil {
+			return fmt.Errorf("listen on %s (--node-report-addr): %w", r.addr, err)
+		}
+		r.ln = rl
+	}
 	if err := s.certs.Load(); err != nil {
 		s.log.Warn("certificates not loaded yet; not ready until they are", "error", err.Error())
 	}

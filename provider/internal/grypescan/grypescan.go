@@ -96,11 +96,8 @@ func (e *Engine) Scan(ctx context.Context, img string) (scan.Result, error) {
 	}
 	defer release()
 
-	// The scan's context carries the license scanner and ends with ctx.
-	sctx, cancel := context.WithCancel(e.base)
-	defer cancel()
-	stop := context.AfterFunc(ctx, cancel)
-	defer stop()
+	sctx, done := e.scanContext(ctx)
+	defer done()
 
 	dir, err := e.pull(sctx, ref)
 	if err != nil {
@@ -139,10 +136,8 @@ func (e *Engine) ScanRoot(ctx context.Context, root string) (scan.Result, error)
 		return scan.Result{}, &scan.Error{Kind: "database", Err: err}
 	}
 	defer release()
-	sctx, cancel := context.WithCancel(e.base)
-	defer cancel()
-	stop := context.AfterFunc(ctx, cancel)
-	defer stop()
+	sctx, done := e.scanContext(ctx)
+	defer done()
 	src, err := syft.GetSource(sctx, root, syft.DefaultGetSourceConfig().WithSources("dir").WithBasePath(root).
 		WithExcludeConfig(source.ExcludeConfig{Paths: HostExcludes}))
 	if err != nil {
@@ -150,6 +145,14 @@ func (e *Engine) ScanRoot(ctx context.Context, root string) (scan.Result, error)
 	}
 	defer src.Close()
 	return e.match(ctx, sctx, snap, src, root)
+}
+
+// scanContext is a scan's context: it carries the license scanner and ends
+// with ctx. Call done when the scan ends.
+func (e *Engine) scanContext(ctx context.Context) (sctx context.Context, done func()) {
+	sctx, cancel := context.WithCancel(e.base)
+	stop := context.AfterFunc(ctx, cancel)
+	return sctx, func() { stop(); cancel() }
 }
 
 // match catalogs src with syft and matches its packages in snap.

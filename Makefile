@@ -11,7 +11,7 @@ FUZZTIME  ?= 100000x
 BENCHTIME ?= 5s
 HELM      := $(GO) tool -modfile=tools/helm/go.mod helm
 
-.PHONY: help deps build run run-check test unit e2e fuzz lint policy chart-policy generate bench image clean
+.PHONY: help deps build run run-check test unit e2e e2e-node fuzz lint policy chart-policy generate bench image clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -32,13 +32,18 @@ test: deps lint unit fuzz policy chart-policy run-check e2e ## everything CI run
 
 unit: deps ## unit, integration and Gatekeeper-client tests
 	$(GO) test -race -count=1 ./provider/...
-	$(GO) test -count=1 -timeout 30m $(shell $(GO) list ./test/... | grep -v /test/e2e)
+	$(GO) test -count=1 -timeout 30m $(shell $(GO) list ./test/... | grep -v -e /test/e2e -e /test/node)
 	cd tools/helm && $(GO) test -count=1 ./...
 
 # The first run builds kube-apiserver, kube-controller-manager, etcd and Gatekeeper into
 # $(MOAT_E2E_CACHE) (default ~/.cache/moat-e2e): about eight minutes cold, then reused.
 e2e: deps ## end to end: a real API server, controller manager, etcd and Gatekeeper, with moat serve (test/e2e)
 	$(GO) test -count=1 -timeout 40m -v ./test/e2e/
+
+# Builds, once, kubelet, kube-scheduler, kube-proxy, containerd, CoreDNS and helm into the same cache (about
+# fifteen minutes cold on two cores); needs root, and runc, the CNI plugins and iptables (make deps).
+e2e-node: deps ## helm install on a real one-node cluster: kubelet, containerd, CoreDNS, Gatekeeper's chart, Moat's chart (test/node)
+	$(GO) test -count=1 -timeout 45m -v ./test/node/
 
 fuzz: ## each fuzz target for FUZZTIME executions (default 100000x; FUZZTIME=20000000x for a longer run)
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./provider/internal/reference

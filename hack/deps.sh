@@ -1,12 +1,35 @@
 #!/usr/bin/env bash
 # The Debian packages the tests need, pinned, installed when missing:
-# redis-server for the shared-tier tests (provider/internal/shared, the
-# replicas' tests of provider/cmd/moat, test/e2e).
+# - redis-server for the shared-tier tests (provider/internal/shared, the
+#   replicas' tests of provider/cmd/moat, test/e2e), and as the image of the
+#   chart's bundled shared tier in test/node;
+# - runc, the CNI plugins, iptables, conntrack and iproute2 for the node of
+#   test/node (containerd, kubelet and kube-proxy are built from Go modules).
 set -euo pipefail
 
-redis_version=7.0.15 # Debian 12's redis-server 5:7.0.15-1~deb12u*
+# package=version, as `dpkg-query -W` prints them (Debian 12); a trailing *
+# takes Debian 12's security updates of that version (apt accepts the same
+# pattern).
+packages=(
+	"redis-server=5:7.0.15-1~deb12u*"
+	"runc=1.1.5+ds1-1+deb12u*"
+	"containernetworking-plugins=1.1.1+ds1-3+b5"
+	"iptables=1.8.9-2"
+	"conntrack=1:1.4.7-1+b2"
+	"iproute2=6.1.0-3"
+)
 
-if redis-server --version 2>/dev/null | grep -q "v=${redis_version} "; then
+missing=()
+for p in "${packages[@]}"; do
+	name=${p%%=*}
+	want=${p#*=}
+	have=$(dpkg-query -W -f='${Version}' "$name" 2>/dev/null || true)
+	# shellcheck disable=SC2053 # $want is a pattern
+	if [[ $have != $want ]]; then
+		missing+=("$p")
+	fi
+done
+if [ ${#missing[@]} -eq 0 ]; then
 	exit 0
 fi
 sudo=""
@@ -14,6 +37,5 @@ if [ "$(id -u)" -ne 0 ]; then
 	sudo=sudo
 fi
 $sudo apt-get update -qq
-# The package's service is not started: the tests start their own servers.
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "redis-server=5:${redis_version}-*"
-redis-server --version
+# The packages' services are not started: the tests start their own servers.
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -144,6 +144,20 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 
+{{- define "moat.testSelector" -}}
+app.kubernetes.io/name: {{ include "moat.name" . }}-test
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* The helm test pod's: not the provider's selector, so the Service never routes to it. */}}
+{{- define "moat.testLabels" -}}
+{{ include "moat.testSelector" . }}
+app.kubernetes.io/component: test
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
 {{/* `moat node-scan --config`, for nodeScan.enabled. */}}
 {{- define "moat.nodeScanConfig" -}}
 {{- $n := .Values.nodeScan -}}

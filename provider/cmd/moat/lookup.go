@@ -22,6 +22,7 @@ func runLookup(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	key := fs.String("key", "", "client private key")
 	output := fs.String("o", "text", "output: text (one line per key) or json (the ProviderResponse as received)")
 	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait for the answer")
+	keyErrors := fs.String("key-errors", "fail", "fail: exit 3 when a key's answer is an error; report: print it and exit 0 (a check that the provider answers at all, as the chart's helm test is)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -32,6 +33,9 @@ func runLookup(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		*ca = filepath.Join(*certDir, "ca.crt")
 		*cert = filepath.Join(*certDir, "client.crt")
 		*key = filepath.Join(*certDir, "client.key")
+	}
+	if *keyErrors != "fail" && *keyErrors != "report" {
+		return &config.UsageError{Msg: fmt.Sprintf("--key-errors %q: want fail or report", *keyErrors)}
 	}
 	if *output != "text" && *output != "json" {
 		return &config.UsageError{Msg: fmt.Sprintf("-o %q: want text or json", *output)}
@@ -67,7 +71,7 @@ func runLookup(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 	}
 	tw.Flush()
-	if failed > 0 {
+	if failed > 0 && *keyErrors == "fail" {
 		return exitCode(3)
 	}
 	return nil

@@ -70,6 +70,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"serve", "--bogus"}, 2, "flag provided but not defined"},
 		{[]string{"frobnicate"}, 2, `unknown command "frobnicate"`},
 		{[]string{"lookup"}, 2, "name at least one image reference"},
+		{[]string{"lookup", "--key-errors", "ignore", "nginx"}, 2, `--key-errors "ignore": want fail or report`},
 		{[]string{"dev-certs"}, 2, "--out is required"},
 		{[]string{"scanner"}, 2, "--tls-cert, --tls-key and --client-ca are required"},
 		{[]string{"serve", "--tls-cert", "a", "--tls-key", "b", "--client-ca", "c", "--scanner", "service"}, 2, "--scanner=service needs --scanner-url"},
@@ -253,5 +254,16 @@ func TestLookupCommandExitCodes(t *testing.T) {
 	out, _ = cmd.CombinedOutput()
 	if cmd.ProcessState.ExitCode() != 3 || !strings.Contains(string(out), "invalid image reference") {
 		t.Errorf("lookup of a bad key: exit %d, %s; want 3", cmd.ProcessState.ExitCode(), out)
+	}
+	// The helm test's check: an answer, even a key's error, is success.
+	cmd = exec.Command(moatBin, "lookup", "--certs", certDir, "--url", s.url+"/validate", "--key-errors", "report", "Bad Ref")
+	out, _ = cmd.CombinedOutput()
+	if cmd.ProcessState.ExitCode() != 0 || !strings.Contains(string(out), "invalid image reference") {
+		t.Errorf("lookup --key-errors report of a bad key: exit %d, %s; want 0 and the error printed", cmd.ProcessState.ExitCode(), out)
+	}
+	// No answer at all (nothing listens) still fails.
+	cmd = exec.Command(moatBin, "lookup", "--certs", certDir, "--url", "https://127.0.0.1:1/validate", "--key-errors", "report", "nginx")
+	if out, _ = cmd.CombinedOutput(); cmd.ProcessState.ExitCode() == 0 {
+		t.Errorf("lookup --key-errors report with no provider: exit 0, %s", out)
 	}
 }

@@ -89,39 +89,16 @@ func Build(root string, log io.Writer) (*Binaries, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(cache, 0o755); err != nil {
-		return nil, err
-	}
-	// One build at a time, also across concurrent test runs.
-	lock, err := os.OpenFile(filepath.Join(cache, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	lock, err := lockCache(cache)
 	if err != nil {
 		return nil, err
 	}
 	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+
+	kubeDir, ldflags, err := kubeBuild(root, cache, b.KubeVersion)
+	if err != nil {
 		return nil, err
 	}
-
-	// The kube directory is keyed by the whole go.sum as well as the
-	// version: a regenerated module (new etcd, new staging list) rebuilds.
-	h := sha256.New()
-	for _, f := range []string{"go.mod", "go.sum"} {
-		data, err := os.ReadFile(filepath.Join(root, "tools", "kube", f))
-		if err != nil {
-			return nil, err
-		}
-		h.Write(data)
-	}
-	kubeDir := filepath.Join(cache, fmt.Sprintf("kube-%s-%s", b.KubeVersion, hex.EncodeToString(h.Sum(nil)[:6])))
-	minor := regexp.MustCompile(`^v(\d+)\.(\d+)\.`).FindStringSubmatch(b.KubeVersion)
-	if minor == nil {
-		return nil, fmt.Errorf("unexpected Kubernetes version %q", b.KubeVersion)
-	}
-	// kubectl and client-go parse the server's version: stamp it as the
-	// release build does.
-	ldflags := fmt.Sprintf("-s -w -X k8s.io/component-base/version.gitVersion=%s"+
-		" -X k8s.io/component-base/version.gitMajor=%s -X k8s.io/component-base/version.gitMinor=%s",
-		b.KubeVersion, minor[1], minor[2])
 	err = buildOnce(kubeDir, log, "kube-apiserver, kube-controller-manager and etcd "+b.KubeVersion, func(tmp string) *exec.Cmd {
 		cmd := exec.Command("go", "build", "-trimpath", "-ldflags", ldflags, "-o", tmp+string(filepath.Separator),
 			"k8s.io/kubernetes/cmd/kube-apiserver", "k8s.io/kubernetes/cmd/kube-controller-manager", "go.etcd.io/etcd/server/v3")
@@ -135,14 +112,15 @@ func Build(root string, log io.Writer) (*Binaries, error) {
 	b.ControllerManager = filepath.Join(kubeDir, "kube-controller-manager")
 	b.Etcd = filepath.Join(kubeDir, "server") // go build names go.etcd.io/etcd/server/v3 "server"
 
-	gkDir := filepath.Join(cache, "gatekeeper-"+b.GatekeeperVersion)
+	gkDir := filepath.Join(cache, "gatekeeper-"+b.GatekeeperVersion+"-static")
 	err = buildOnce(gkDir, log, "the Gatekeeper manager "+b.GatekeeperVersion, func(tmp string) *exec.Cmd {
 		// `go install module@version` builds with Gatekeeper's own go.mod,
-		// as its release does, not with Moat's requirements.
+		// as its release does, not with Moat's requirements; static, as its
+		// image needs (test/node runs it as a pod).
 		cmd := exec.Command("go", "install", "-trimpath", "-ldflags", "-s -w",
 			gatekeeperModule+"@"+b.GatekeeperVersion)
 		cmd.Dir = tmp
-		cmd.Env = append(os.Environ(), "GOBIN="+tmp, "GOFLAGS=")
+		cmd.Env = append(os.Environ(), "GOBIN="+tmp, "GOFLAGS=", "CGO_ENABLED=0")
 		return cmd
 	})
 	if err != nil {
@@ -166,6 +144,49 @@ func Build(root string, log io.Writer) (*Binaries, error) {
 		}
 	}
 	return b, nil
+}
+
+// kubeBuild is the cache directory for Kubernetes binaries of version and
+// the linker flags they are built with. The directory is keyed by the whole
+// go.sum as well as the version: a regenerated module (new etcd, new staging
+// list) rebuilds.
+func kubeBuild(root, cache, version string) (dir, ldflags string, err error) {
+	h := sha256.New()
+	for _, f := range []string{"go.mod", "go.sum"} {
+		data, err := os.ReadFile(filepath.Join(root, "tools", "kube", f))
+		if err != nil {
+			return "", "", err
+		}
+		h.Write(data)
+	}
+	dir = filepath.Join(cache, fmt.Sprintf("kube-%s-%s", version, hex.EncodeToString(h.Sum(nil)[:6])))
+	minor := regexp.MustCompile(`^v(\d+)\.(\d+)\.`).FindStringSubmatch(version)
+	if minor == nil {
+		return "", "", fmt.Errorf("unexpected Kubernetes version %q", version)
+	}
+	// kubectl and client-go parse the server's version: stamp it as the
+	// release build does.
+	ldflags = fmt.Sprintf("-s -w -X k8s.io/component-base/version.gitVersion=%s"+
+		" -X k8s.io/component-base/version.gitMajor=%s -X k8s.io/component-base/version.gitMinor=%s",
+		version, minor[1], minor[2])
+	return dir, ldflags, nil
+}
+
+// lockCache takes the cache directory's lock (one build at a time, also
+// across concurrent test runs); unlock with Close.
+func lockCache(cache string) (*os.File, error) {
+	if err := os.MkdirAll(cache, 0o755); err != nil {
+		return nil, err
+	}
+	lock, err := os.OpenFile(filepath.Join(cache, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		lock.Close()
+		return nil, err
+	}
+	return lock, nil
 }
 
 // buildOnce fills dir by running the command make returns in a temporary

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -28,12 +29,37 @@ type Cluster struct {
 	Client     kubernetes.Interface
 	Procs      []*Proc // in start order
 
+	// CAFile and KubeletClientCert/Key are what a node needs to join: the
+	// cluster's CA, and the certificate the API server presents to kubelets.
+	CAFile string
+	ca     *testenv.CA
+
 	bins *Binaries
+	opts Options
+}
+
+// Options are the settings a node changes; the zero value is the
+// loopback-only control plane of test/e2e.
+type Options struct {
+	// NodeIP, when set, is the address the API server listens on and
+	// advertises as the kubernetes Service's endpoint, so pods reach it;
+	// every controller runs (a kubelet's pods need the service account token
+	// publisher, endpoints, daemon sets...). Only inside a network namespace
+	// of the harness's own (IsolateNode).
+	NodeIP string
+	// ServiceIP is the kubernetes Service's cluster IP (the first of
+	// 10.96.0.0/16), in the API server's certificate with NodeIP.
+	ServiceIP string
 }
 
 // Start starts the control plane in dir. Stop it with Stop.
 func Start(ctx context.Context, bins *Binaries, dir string) (*Cluster, error) {
-	c := &Cluster{Dir: dir, bins: bins}
+	return StartWith(ctx, bins, dir, Options{})
+}
+
+// StartWith is Start with opts.
+func StartWith(ctx context.Context, bins *Binaries, dir string, opts Options) (*Cluster, error) {
+	c := &Cluster{Dir: dir, bins: bins, opts: opts}
 	if err := c.start(ctx); err != nil {
 		c.Stop()
 		return nil, err
@@ -51,11 +77,15 @@ func (c *Cluster) start(ctx context.Context) error {
 		return err
 	}
 	caFile := filepath.Join(pki, "ca.crt")
-	if err := os.WriteFile(caFile, kubeCA.CertPEM(), 0o600); err != nil {
+	if err := os.WriteFile(caFile, kubeCA.CertPEM(), 0o644); err != nil {
 		return err
 	}
-	serveCert, serveKey, err := issue(kubeCA, pki, "apiserver", testenv.Leaf{CommonName: "kube-apiserver", Server: true,
-		Hosts: []string{"127.0.0.1", "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"}})
+	c.CAFile, c.ca = caFile, kubeCA
+	hosts := []string{"127.0.0.1", "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"}
+	if c.opts.NodeIP != "" {
+		hosts = append(hosts, c.opts.NodeIP, c.opts.ServiceIP)
+	}
+	serveCert, serveKey, err := issue(kubeCA, pki, "apiserver", testenv.Leaf{CommonName: "kube-apiserver", Server: true, Hosts: hosts})
 	if err != nil {
 		return err
 	}
@@ -90,23 +120,34 @@ func (c *Cluster) start(ctx context.Context) error {
 	}
 
 	// kube-apiserver
-	api, err := start(c.Dir, "kube-apiserver", nil, c.bins.APIServer,
-		"--etcd-servers="+etcdURL,
-		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", "--secure-port="+strconv.Itoa(apiPort),
+	address := []string{"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
 		// The API server does not publish a loopback address as the
 		// kubernetes Service's endpoint; nothing here needs that Service.
-		"--endpoint-reconciler-type=none",
+		"--endpoint-reconciler-type=none"}
+	if c.opts.NodeIP != "" {
+		// Pods reach it through the kubernetes Service; it reaches the
+		// kubelet (logs, exec) by the node's address, with the admin
+		// certificate.
+		address = []string{"--bind-address=0.0.0.0", "--advertise-address=" + c.opts.NodeIP,
+			"--kubelet-preferred-address-types=InternalIP,Hostname",
+			"--kubelet-client-certificate=" + adminCert, "--kubelet-client-key=" + adminKey}
+	}
+	api, err := start(c.Dir, "kube-apiserver", nil, c.bins.APIServer, append(address,
+		"--etcd-servers="+etcdURL, "--secure-port="+strconv.Itoa(apiPort),
 		"--tls-cert-file="+serveCert, "--tls-private-key-file="+serveKey,
 		"--client-ca-file="+caFile, "--authorization-mode=Node,RBAC",
 		"--service-account-issuer=https://kubernetes.default.svc", "--service-account-key-file="+saKeyFile,
 		"--service-account-signing-key-file="+saKeyFile, "--service-cluster-ip-range=10.96.0.0/16",
 		// Privileged pods must reach Gatekeeper: its denial is under test.
-		"--allow-privileged=true", "--profiling=false", "--v=0")
+		"--allow-privileged=true", "--profiling=false", "--v=0")...)
 	if err != nil {
 		return err
 	}
 	c.Procs = append(c.Procs, api)
 	server := "https://" + loopback(apiPort)
+	if c.opts.NodeIP != "" {
+		server = "https://" + net.JoinHostPort(c.opts.NodeIP, strconv.Itoa(apiPort))
+	}
 	c.Kubeconfig = filepath.Join(c.Dir, "kubeconfig")
 	if err := writeKubeconfig(c.Kubeconfig, server, caFile, adminCert, adminKey); err != nil {
 		return err
@@ -127,10 +168,14 @@ func (c *Cluster) start(ctx context.Context) error {
 	}
 
 	// kube-controller-manager: the controllers a Deployment needs, and the
-	// one that creates each namespace's default ServiceAccount.
+	// one that creates each namespace's default ServiceAccount; with a node,
+	// all of them.
+	controllers := "deployment-controller,replicaset-controller,serviceaccount-controller,namespace-controller,garbage-collector-controller"
+	if c.opts.NodeIP != "" {
+		controllers = "*"
+	}
 	kcm, err := start(c.Dir, "kube-controller-manager", nil, c.bins.ControllerManager,
-		"--kubeconfig="+c.Kubeconfig, "--leader-elect=false", "--secure-port=0",
-		"--controllers=deployment-controller,replicaset-controller,serviceaccount-controller,namespace-controller,garbage-collector-controller",
+		"--kubeconfig="+c.Kubeconfig, "--leader-elect=false", "--secure-port=0", "--controllers="+controllers,
 		"--service-account-private-key-file="+saKeyFile, "--root-ca-file="+caFile, "--v=0")
 	if err != nil {
 		return err

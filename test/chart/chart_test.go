@@ -11,6 +11,7 @@ import (
 	"encoding/base64"
 	"encoding/pem"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -61,13 +62,26 @@ func render(t *testing.T, sets ...string) []*unstructured.Unstructured {
 		}
 		args = append(args, "--set", s)
 	}
+	return decode(helm(t, args...), true)
+}
+
+// decode splits rendered YAML into objects. With expand, the constraints in
+// the <release>-constraints ConfigMap are added as objects too: the
+// constraints hook applies them as they are (templates/constraints.yaml).
+func decode(rendered string, expand bool) []*unstructured.Unstructured {
 	var objs []*unstructured.Unstructured
-	for _, doc := range strings.Split(helm(t, args...), "\n---") {
+	for _, doc := range strings.Split(rendered, "\n---") {
 		u, err := reader.ReadUnstructured([]byte(doc))
 		if err != nil || u == nil || u.GetKind() == "" {
 			continue
 		}
 		objs = append(objs, u)
+		if expand && u.GetKind() == "ConfigMap" && strings.HasSuffix(u.GetName(), "-constraints") {
+			data, _, _ := unstructured.NestedStringMap(u.Object, "data")
+			for _, file := range slices.Sorted(maps.Keys(data)) {
+				objs = append(objs, decode(data[file], false)...)
+			}
+		}
 	}
 	return objs
 }
@@ -329,9 +343,14 @@ func TestOwnPodsPassMoatsPolicies(t *testing.T) {
 			added++
 		}
 	}
-	for _, name := range []string{"moat", "moat-scanner"} {
-		d := find(objs, "Deployment", name)
+	for _, w := range []struct{ kind, name string }{{"Deployment", "moat"}, {"Deployment", "moat-scanner"},
+		{"Job", "moat-constraints-apply"}, {"Job", "moat-constraints-delete"}, {"Pod", "moat-test-provider"}} {
+		name := w.name
+		d := find(objs, w.kind, name)
 		tmpl, _, _ := unstructured.NestedMap(d.Object, "spec", "template")
+		if w.kind == "Pod" {
+			tmpl = d.DeepCopy().Object
+		}
 		pod := &unstructured.Unstructured{Object: tmpl}
 		pod.SetAPIVersion("v1")
 		pod.SetKind("Pod")

@@ -10,7 +10,7 @@ import (
 
 // By default no Moat pod reads the Kubernetes API: no Role, no token.
 func TestNoAPIAccessWithoutPullSecrets(t *testing.T) {
-	objs := render(t, "scanner.mode=service")
+	objs := withoutConstraintsHook(render(t, "scanner.mode=service"))
 	if n := count(objs, "Role") + count(objs, "RoleBinding") + count(objs, "ClusterRole"); n != 0 {
 		t.Errorf("%d RBAC objects without pull secrets", n)
 	}
@@ -119,8 +119,8 @@ func TestCredentialValuesAreChecked(t *testing.T) {
 // Namespace credentials are opt-in and as narrow as their list: a Role in
 // each namespace listed, a ClusterRole only for ["*"].
 func TestNamespaceCredentialsGrantOnlyTheListedNamespaces(t *testing.T) {
-	objs := render(t, "provider.namespaceCredentials={team-a,team-b}", "imagePolicy.enabled=true",
-		"imagePolicy.credentials=namespace", "imagePolicy.byNamespace.prod.credentials=cluster")
+	objs := withoutConstraintsHook(render(t, "provider.namespaceCredentials={team-a,team-b}", "imagePolicy.enabled=true",
+		"imagePolicy.credentials=namespace", "imagePolicy.byNamespace.prod.credentials=cluster"))
 	if n := count(objs, "ClusterRole") + count(objs, "ClusterRoleBinding"); n != 0 {
 		t.Errorf("%d cluster-wide RBAC objects for two namespaces", n)
 	}
@@ -163,7 +163,7 @@ func TestNamespaceCredentialsGrantOnlyTheListedNamespaces(t *testing.T) {
 		}
 	}
 
-	all := render(t, "provider.namespaceCredentials={*}")
+	all := withoutConstraintsHook(render(t, "provider.namespaceCredentials={*}"))
 	if count(all, "ClusterRole") != 1 || count(all, "ClusterRoleBinding") != 1 || count(all, "Role") != 0 {
 		t.Errorf("[*]: %d ClusterRoles, %d bindings, %d Roles; want one ClusterRole and its binding", count(all, "ClusterRole"), count(all, "ClusterRoleBinding"), count(all, "Role"))
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -114,6 +115,10 @@ func TestRenderedManifestsMatchTheirSchemas(t *testing.T) {
 			typed = &appsv1.StatefulSet{}
 		case "apps/DaemonSet":
 			typed = &appsv1.DaemonSet{}
+		case "batch/Job":
+			typed = &batchv1.Job{}
+		case "/Pod":
+			typed = &corev1.Pod{}
 		case "rbac.authorization.k8s.io/ClusterRole":
 			typed = &rbacv1.ClusterRole{}
 		case "rbac.authorization.k8s.io/ClusterRoleBinding":
@@ -161,7 +166,7 @@ func TestRenderedManifestsMatchTheirSchemas(t *testing.T) {
 			t.Errorf("%s %s: fields the CRD does not know (the API server would drop them): %v", gvk.Kind, o.GetName(), unknown)
 		}
 	}
-	for _, k := range []string{"Deployment", "StatefulSet", "Service", "Secret", "ConfigMap", "ServiceAccount", "PodDisruptionBudget", "NetworkPolicy", "Provider", "ConstraintTemplate",
+	for _, k := range []string{"Deployment", "StatefulSet", "Service", "Secret", "ConfigMap", "ServiceAccount", "PodDisruptionBudget", "NetworkPolicy", "Provider", "ConstraintTemplate", "Job", "Pod",
 		"ExpansionTemplate", "Assign", "Certificate", "Issuer", "ServiceMonitor"} {
 		if seen[k] == 0 {
 			t.Errorf("no %s rendered; the test would prove nothing for it", k)

@@ -37,7 +37,22 @@ import (
 	"github.com/moat-dev/moat/test/e2e/cluster"
 )
 
-func TestMain(m *testing.M) { os.Exit(cluster.IsolateNode(m)) }
+func TestMain(m *testing.M) { os.Exit(cluster.IsolateNode(m, build)) }
+
+// build builds every binary the test needs into the cache, outside the
+// namespaces: inside there is no network to download modules.
+func build() error {
+	if _, err := cluster.Build(root, os.Stderr); err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "moat-node-build")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	_, err = cluster.BuildNode(root, dir, os.Stderr)
+	return err
+}
 
 var root, _ = filepath.Abs("../..")
 
@@ -457,8 +472,14 @@ func (nt *nodeTest) upgradeRollsWithoutFailures(t *testing.T) {
 	}()
 	time.Sleep(2 * time.Second) // admissions before the rollout too
 	start := time.Now()
+	// A provider setting rolls the pods; Pod Security down to baseline
+	// makes the constraints hook delete the restricted-only constraints.
+	restrictedOnly := schema.GroupVersionResource{Group: "constraints.gatekeeper.sh", Version: "v1beta1", Resource: "moatallowedusersgroups"}
+	if _, err := nt.dyn.Resource(restrictedOnly).Get(ctx, "pss-restricted-run-as-non-root", metav1.GetOptions{}); err != nil {
+		t.Fatalf("before the upgrade: %v", err)
+	}
 	out, err := nt.node.Helm(ctx, "upgrade", release, filepath.Join(root, "charts", "moat"), "-n", namespace,
-		"--reuse-values", "--set", "provider.logLevel=debug", "--wait", "--timeout", "5m")
+		"--reuse-values", "--set", "provider.logLevel=debug", "--set", "policies.podSecurity.level=baseline", "--wait", "--timeout", "5m")
 	took := time.Since(start)
 	time.Sleep(3 * time.Second) // and after it
 	close(stop)
@@ -467,6 +488,13 @@ func (nt *nodeTest) upgradeRollsWithoutFailures(t *testing.T) {
 		t.Fatalf("%v", err)
 	}
 	t.Logf("helm upgrade: %s", firstLines(out, 3))
+	if _, err := nt.dyn.Resource(restrictedOnly).Get(ctx, "pss-restricted-run-as-non-root", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("after the upgrade to baseline, the restricted constraint is still there (%v)", err)
+	}
+	baseline := schema.GroupVersionResource{Group: "constraints.gatekeeper.sh", Version: "v1beta1", Resource: "moatprivileged"}
+	if _, err := nt.dyn.Resource(baseline).Get(ctx, "pss-baseline-privileged", metav1.GetOptions{}); err != nil {
+		t.Errorf("after the upgrade to baseline, the baseline constraint: %v", err)
+	}
 	after := nt.providerPods(t)
 	for name := range after {
 		if before[name] {

@@ -144,6 +144,19 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 
+{{- define "moat.constraintsSelector" -}}
+app.kubernetes.io/name: {{ include "moat.name" . }}-constraints
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "moat.constraintsLabels" -}}
+{{ include "moat.constraintsSelector" . }}
+app.kubernetes.io/component: constraints
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
 {{- define "moat.testSelector" -}}
 app.kubernetes.io/name: {{ include "moat.name" . }}-test
 app.kubernetes.io/instance: {{ .Release.Name }}

@@ -27,11 +27,12 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"serve":     {summary: "serve the external-data provider over mutual TLS", run: runServe},
-	"dev-certs": {summary: "write a throw-away CA, server and client certificates", run: runDevCerts},
-	"scanner":   {summary: "serve the vulnerability scanner (Grype) for `serve --scanner=service`", run: runScanner},
-	"lookup":    {summary: "send one ProviderRequest and print the answers", run: runLookup},
-	"node-scan": {summary: "scan this node's own file system and report it to the provider (the chart's DaemonSet)", run: runNodeScan},
+	"serve":       {summary: "serve the external-data provider over mutual TLS", run: runServe},
+	"dev-certs":   {summary: "write a throw-away CA, server and client certificates", run: runDevCerts},
+	"scanner":     {summary: "serve the vulnerability scanner (Grype) for `serve --scanner=service`", run: runScanner},
+	"lookup":      {summary: "send one ProviderRequest and print the answers", run: runLookup},
+	"constraints": {summary: "apply a release's Gatekeeper constraints once their kinds are served, delete the ones it no longer has (the chart's hook)", run: runConstraints},
+	"node-scan":   {summary: "scan this node's own file system and report it to the provider (the chart's DaemonSet)", run: runNodeScan},
 	"version": {summary: "print the version", run: func(_ context.Context, _ []string, out, _ io.Writer) error {
 		_, err := fmt.Fprintln(out, version)
 		return err

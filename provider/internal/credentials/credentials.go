@@ -202,8 +202,9 @@ func CheckHostPattern(p string) error {
 	return nil
 }
 
-// KubeClient reaches the API server's core group through kubeconfig, or in-cluster.
-func KubeClient(kubeconfig string) (rest.Interface, error) {
+// RESTConfig is how to reach the API server: through kubeconfig, or
+// in-cluster when it is empty.
+func RESTConfig(kubeconfig string) (*rest.Config, error) {
 	var cfg *rest.Config
 	var err error
 	if kubeconfig != "" {
@@ -215,6 +216,15 @@ func KubeClient(kubeconfig string) (rest.Interface, error) {
 		return nil, fmt.Errorf("the Kubernetes API: %w (outside a cluster, name a kubeconfig with --kubeconfig)", err)
 	}
 	cfg.UserAgent = "moat"
+	return cfg, nil
+}
+
+// KubeClient reaches the API server's core group through kubeconfig, or in-cluster.
+func KubeClient(kubeconfig string) (rest.Interface, error) {
+	cfg, err := RESTConfig(kubeconfig)
+	if err != nil {
+		return nil, err
+	}
 	// A REST client of the core group that knows only its types: the
 	// clientset (and its scheme of every API group) would add some 25 MB
 	// to the binary for two kinds Moat reads.

@@ -23,22 +23,29 @@ const (
 
 const isolatedEnv = "MOAT_NODE_ISOLATED"
 
-// IsolateNode runs the test binary again inside a new network namespace
-// and a new mount namespace, and returns its exit code: call it from
-// TestMain as os.Exit(cluster.IsolateNode(m)). Inside, the node's
-// addresses, bridge, iptables rules and mounts exist only in those
-// namespaces, and they end with the test process: the host's network,
+// IsolateNode runs prepare, then the test binary again inside a new
+// network namespace and a new mount namespace, and returns its exit code:
+// call it from TestMain as os.Exit(cluster.IsolateNode(m, prepare)).
+// prepare runs outside, where the Go module proxy is reachable: it builds
+// what the tests need (Build, BuildNode), which inside are then found in
+// the cache (GOPROXY=off there: a missing module fails at once, by name).
+// Inside, the node's addresses, bridge, iptables rules and mounts exist only
+// in those namespaces and end with the test process: the host's network,
 // iptables and mounts are never touched. Needs root (CAP_SYS_ADMIN and
 // CAP_NET_ADMIN); without it the tests fail with the reason.
-func IsolateNode(m *testing.M) int {
+func IsolateNode(m *testing.M, prepare func() error) int {
 	if os.Getenv(isolatedEnv) == "" {
 		if os.Geteuid() != 0 {
 			fmt.Fprintln(os.Stderr, "the node tests need root: they create network and mount namespaces, cgroups and containers (run them as root, as CI does)")
 			return 1
 		}
+		if err := prepare(); err != nil {
+			fmt.Fprintln(os.Stderr, "preparing the node tests:", err)
+			return 1
+		}
 		cmd := exec.Command("/proc/self/exe", os.Args[1:]...)
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-		cmd.Env = append(os.Environ(), isolatedEnv+"=1")
+		cmd.Env = append(os.Environ(), isolatedEnv+"=1", "GOPROXY=off")
 		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET | syscall.CLONE_NEWNS, Pdeathsig: syscall.SIGKILL}
 		err := cmd.Run()
 		var exit *exec.ExitError

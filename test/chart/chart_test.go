@@ -327,9 +327,12 @@ func constraints(objs []*unstructured.Unstructured) int {
 
 // The chart's own pods must pass Moat's Pod Security Standards (restricted)
 // and every Defender rule but the registry allow-list, which only the user
-// can fill in: Moat passes its own policies.
+// can fill in: Moat passes its own policies. Defender's AppArmor rule asks
+// for a profile, which only nodes with AppArmor accept: appArmorProfile is
+// set as a user with such nodes sets it, and without it that rule alone
+// breaks.
 func TestOwnPodsPassMoatsPolicies(t *testing.T) {
-	objs := render(t, "policies.defender.enabled=true", "policies.podSecurity.level=restricted", "scanner.mode=service")
+	objs := render(t, "policies.defender.enabled=true", "policies.podSecurity.level=restricted", "scanner.mode=service", "appArmorProfile=RuntimeDefault")
 	c := pack.NewClient(t, true)
 	pack.AddTemplates(t, c) // all but the external-data ones, which gator cannot load
 	added := 0

@@ -131,7 +131,7 @@ func TestNodeScanValuesAreChecked(t *testing.T) {
 // the pool label (a token). Those are its one exemption, documented in docs/nodes.md; any other rule it broke
 // would fail here.
 func TestTheNodeScannerBreaksOnlyItsDocumentedRules(t *testing.T) {
-	objs := render(t, "nodeScan.enabled=true", "policies.defender.enabled=true", "policies.podSecurity.level=restricted")
+	objs := render(t, "nodeScan.enabled=true", "policies.defender.enabled=true", "policies.podSecurity.level=restricted", "appArmorProfile=RuntimeDefault")
 	c := pack.NewClient(t, true)
 	pack.AddTemplates(t, c)
 	for _, o := range objs {

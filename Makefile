@@ -28,7 +28,7 @@ run: build ## dev certificates, a local registry with sample images, moat serve,
 run-check: build ## run `make run` once, non-interactively, and fail if any step fails
 	MOAT_RUN_ONCE=1 MOAT_REGISTRY_PORT=15001 MOAT_PORT=18443 MOAT_METRICS_PORT=18080 ./hack/run.sh
 
-test: deps lint unit fuzz policy chart-policy run-check e2e ## everything CI runs
+test: deps lint unit fuzz policy chart-policy run-check e2e e2e-node ## everything CI runs
 
 unit: deps ## unit, integration and Gatekeeper-client tests
 	$(GO) test -race -count=1 ./provider/...

@@ -27,6 +27,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -130,6 +131,7 @@ func TestHelmInstallOnANode(t *testing.T) {
 		{"UninstallLeavesNothing", nt.uninstallLeavesNothing},
 	} {
 		if !t.Run(step.name, step.run) {
+			nt.dumpLogs(t)
 			t.Fatalf("%s failed: the later steps build on it", step.name)
 		}
 	}
@@ -158,6 +160,9 @@ func (nt *nodeTest) installGatekeeper(t *testing.T, bins *cluster.Binaries) {
 	out, err := nt.node.Helm(ctx, "install", "gatekeeper", chart, "-n", namespace, "--wait", "--timeout", "5m",
 		"--set", "image.repository="+nt.node.Registry+"/gatekeeper", "--set", "image.release="+bins.GatekeeperVersion,
 		"--set", "replicas=1",
+		// As the chart README recommends: a pending scan's answer is not
+		// replayed for Gatekeeper's default three minutes.
+		"--set", "externaldataProviderResponseCacheTTL=30s",
 		// Jobs whose images (kubectl, curl) are not built here.
 		"--set", "postInstall.labelNamespace.enabled=false", "--set", "postInstall.probeWebhook.enabled=false",
 		"--set", "upgradeCRDs.enabled=false")
@@ -359,8 +364,27 @@ func (nt *nodeTest) defenderSamples(t *testing.T) {
 	good.Spec.Template.Spec.AutomountServiceAccountToken = ptr.To(false)
 	good.Spec.Template.Spec.Containers[0].Image = nt.node.Registry + "/valkey:" + moatTag
 	good.Spec.Template.Spec.Containers[0].Command = []string{"redis-server", "--port", "6379", "--save", ""}
-	if _, err := nt.client.AppsV1().Deployments("shop").Create(ctx, &good, metav1.CreateOptions{}); err != nil {
+	if _, err := nt.client.AppsV1().Deployments("shop").Create(ctx, &good, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}); err != nil {
 		t.Fatalf("the healthy sample Deployment: %v", err)
+	}
+	// This machine's kernel has no AppArmor, and a kubelet refuses a pod
+	// that asks for a profile there ("Cannot enforce AppArmor"): the sample
+	// as Defender wants it is admitted (above) but cannot start. To see its
+	// pods run, the AppArmor rule goes to dryrun and the sample drops its
+	// profile; every other Defender rule still judges it.
+	apparmor := schema.GroupVersionResource{Group: "constraints.gatekeeper.sh", Version: "v1beta1", Resource: "moatapparmor"}
+	_, err = nt.dyn.Resource(apparmor).Patch(ctx, "defender-apparmor", types.MergePatchType,
+		[]byte(`{"spec":{"enforcementAction":"dryrun"}}`), metav1.PatchOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	delete(good.Spec.Template.Annotations, "container.apparmor.security.beta.kubernetes.io/redis")
+	err = cluster.Poll(ctx, 30*time.Second, func() error {
+		_, err := nt.client.AppsV1().Deployments("shop").Create(ctx, &good, metav1.CreateOptions{})
+		return err
+	})
+	if err != nil {
+		t.Fatalf("the healthy sample Deployment without its AppArmor profile: %v", err)
 	}
 	err = cluster.Poll(ctx, 120*time.Second, func() error { return nt.node.DeploymentReady(ctx, "shop", good.Name) })
 	if err != nil {
@@ -772,8 +796,17 @@ func (nt *nodeTest) dumpPods(t *testing.T, ns string) {
 		t.Logf("listing pods: %v", err)
 		return
 	}
+	failed := 0
 	for _, p := range pods.Items {
-		t.Logf("pod %s/%s: %s", ns, p.Name, podState(&p))
+		if p.Status.Phase == corev1.PodFailed {
+			if failed++; failed > 3 {
+				continue // a controller re-creating refused pods: three say it
+			}
+		}
+		t.Logf("pod %s/%s: %s %s", ns, p.Name, podState(&p), p.Status.Message)
+	}
+	if failed > 3 {
+		t.Logf("and %d more failed pods", failed-3)
 	}
 	events, err := nt.client.CoreV1().Events(ns).List(ctx, metav1.ListOptions{})
 	if err == nil {
@@ -796,7 +829,7 @@ func (nt *nodeTest) dumpLogs(t *testing.T) {
 	}
 	for _, p := range pods.Items {
 		for _, c := range p.Spec.Containers {
-			b, err := nt.client.CoreV1().Pods(namespace).GetLogs(p.Name, &corev1.PodLogOptions{Container: c.Name, TailLines: ptr.To[int64](20)}).DoRaw(ctx)
+			b, err := nt.client.CoreV1().Pods(namespace).GetLogs(p.Name, &corev1.PodLogOptions{Container: c.Name, TailLines: ptr.To[int64](40)}).DoRaw(ctx)
 			if err != nil {
 				b = []byte(err.Error())
 			}

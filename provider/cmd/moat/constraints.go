@@ -62,6 +62,9 @@ func runConstraints(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
+	// client-go's default of 5 requests a second would spend seconds on a
+	// set of forty constraints.
+	cfg.QPS, cfg.Burst = 50, 100
 	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {
 		return err

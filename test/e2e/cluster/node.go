@@ -246,6 +246,9 @@ imageGCLowThresholdPercent: 99
 evictionHard: {memory.available: 50Mi, nodefs.available: 1%%, nodefs.inodesFree: 1%%, imagefs.available: 1%%}
 maxPods: 60
 staticPodPath: ""
+# A Secret's update reaches its pods' volumes at the next sync (one minute by
+# default): Gatekeeper waits for its own webhook certificate that way.
+syncFrequency: 10s
 `, NodeIP, n.Cluster.CAFile, n.cgroupRoot, n.socket, DNSServiceIP, resolv)
 	configFile := filepath.Join(d, "config.yaml")
 	if err := os.WriteFile(configFile, []byte(config), 0o644); err != nil {

@@ -422,9 +422,13 @@ func (nt *nodeTest) pinnedPodStarts(t *testing.T) {
 	web := nt.node.Registry + "/app/web:v1"
 	var stored *corev1.Pod
 	// The first answer can be report_not_available: its scan starts then.
+	// Without an AppArmor profile: this node has none (see DefenderSamples,
+	// which set that rule to dryrun).
+	p := pod("prod", "web", web)
+	p.Spec.Containers[0].SecurityContext.AppArmorProfile = nil
 	err := cluster.Poll(ctx, 120*time.Second, func() error {
 		var err error
-		stored, err = nt.create(pod("prod", "web", web), false)
+		stored, err = nt.create(p, false)
 		return err
 	})
 	if err != nil {
@@ -581,7 +585,9 @@ func (nt *nodeTest) oneProviderPodDeleted(t *testing.T) {
 }
 
 func (nt *nodeTest) helmTest(t *testing.T) {
-	out, err := nt.node.Helm(context.Background(), "test", release, "-n", namespace, "--timeout", "3m", "--logs")
+	// No --logs: a passed test's pod is deleted (hook-succeeded), a failed
+	// one stays for `kubectl logs`.
+	out, err := nt.node.Helm(context.Background(), "test", release, "-n", namespace, "--timeout", "3m")
 	if err != nil {
 		nt.dumpPods(t, namespace)
 		t.Fatalf("%v", err)

@@ -69,7 +69,6 @@ type nodeTest struct {
 	dyn      dynamic.Interface
 	warnings *warnings
 	values   string // the values file of the install
-	web      string // a runnable image whose scan is clean: tag reference
 }
 
 func TestHelmInstallOnANode(t *testing.T) {

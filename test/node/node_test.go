@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -605,9 +606,13 @@ func (nt *nodeTest) uninstallLeavesNothing(t *testing.T) {
 	if _, err := nt.node.Helm(ctx, "uninstall", release, "-n", namespace, "--wait", "--timeout", "3m"); err != nil {
 		t.Fatalf("%v", err)
 	}
+	// The one object kept on purpose (helm.sh/resource-policy: keep): the
+	// shared tier's MAC key, so a reinstall still trusts what an external
+	// Redis holds (docs/shared-state.md, the chart README's "Uninstall").
+	kept := "secrets/" + namespace + "/" + release + "-shared-state"
 	left := nt.releaseObjects(t)
 	err := cluster.Poll(ctx, 60*time.Second, func() error {
-		left = nt.releaseObjects(t)
+		left = slices.DeleteFunc(nt.releaseObjects(t), func(o string) bool { return o == kept })
 		if len(left) > 0 {
 			return fmt.Errorf("%d objects left", len(left))
 		}
@@ -615,6 +620,10 @@ func (nt *nodeTest) uninstallLeavesNothing(t *testing.T) {
 	})
 	if err != nil {
 		t.Errorf("after helm uninstall, objects of the release remain: %v", left)
+	}
+	secret, err := nt.client.CoreV1().Secrets(namespace).Get(ctx, release+"-shared-state", metav1.GetOptions{})
+	if err != nil || secret.Annotations["helm.sh/resource-policy"] != "keep" {
+		t.Errorf("the shared tier's key, kept on purpose: %v", err)
 	}
 
 	// Gatekeeper on its own: a template and constraint of the user's, and

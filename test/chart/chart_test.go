@@ -332,44 +332,55 @@ func constraints(objs []*unstructured.Unstructured) int {
 // set as a user with such nodes sets it, and without it that rule alone
 // breaks.
 func TestOwnPodsPassMoatsPolicies(t *testing.T) {
-	objs := render(t, "policies.defender.enabled=true", "policies.podSecurity.level=restricted", "scanner.mode=service", "appArmorProfile=RuntimeDefault")
-	c := pack.NewClient(t, true)
-	pack.AddTemplates(t, c) // all but the external-data ones, which gator cannot load
-	added := 0
-	for _, o := range objs {
-		if strings.HasPrefix(o.GetAPIVersion(), "constraints.gatekeeper.sh/") && o.GetName() != "defender-allowed-images" {
-			// Judge the pod as if it ran elsewhere: the chart exempts its own namespace.
-			unstructured.RemoveNestedField(o.Object, "spec", "match", "excludedNamespaces")
-			if _, err := c.AddConstraint(context.Background(), o); err != nil {
+	for _, c := range []struct {
+		appArmor string
+		broken   string // the one rule every pod breaks, or none
+	}{{"RuntimeDefault", ""}, {"", "defender-apparmor"}} {
+		objs := render(t, "policies.defender.enabled=true", "policies.podSecurity.level=restricted", "scanner.mode=service", "appArmorProfile="+c.appArmor)
+		client := pack.NewClient(t, true)
+		pack.AddTemplates(t, client) // all but the external-data ones, which gator cannot load
+		added := 0
+		for _, o := range objs {
+			if strings.HasPrefix(o.GetAPIVersion(), "constraints.gatekeeper.sh/") && o.GetName() != "defender-allowed-images" {
+				// Judge the pod as if it ran elsewhere: the chart exempts its own namespace.
+				unstructured.RemoveNestedField(o.Object, "spec", "match", "excludedNamespaces")
+				if _, err := client.AddConstraint(context.Background(), o); err != nil {
+					t.Fatal(err)
+				}
+				added++
+			}
+		}
+		if added < 25 {
+			t.Fatalf("only %d constraints judged the pods", added)
+		}
+		for _, w := range []struct{ kind, name string }{{"Deployment", "moat"}, {"Deployment", "moat-scanner"},
+			{"Job", "moat-constraints-apply"}, {"Job", "moat-constraints-delete"}, {"Pod", "moat-test-provider"}} {
+			d := find(objs, w.kind, w.name)
+			tmpl, _, _ := unstructured.NestedMap(d.Object, "spec", "template")
+			if w.kind == "Pod" {
+				tmpl = d.DeepCopy().Object
+			}
+			pod := &unstructured.Unstructured{Object: tmpl}
+			pod.SetAPIVersion("v1")
+			pod.SetKind("Pod")
+			pod.SetName(w.name)
+			pod.SetNamespace("apps")
+			resp, err := client.Review(context.Background(), pod)
+			if err != nil {
 				t.Fatal(err)
 			}
-			added++
+			var broken []string
+			for _, r := range resp.Results() {
+				broken = append(broken, r.Constraint.GetName())
+				if r.Constraint.GetName() != c.broken {
+					js, _ := yaml.Marshal(pod.Object)
+					t.Errorf("appArmorProfile %q: %s: %s: %s\n%s", c.appArmor, w.name, r.Constraint.GetName(), r.Msg, js)
+				}
+			}
+			if c.broken != "" && !slices.Contains(broken, c.broken) {
+				t.Errorf("appArmorProfile %q: %s does not break %s", c.appArmor, w.name, c.broken)
+			}
 		}
-	}
-	for _, w := range []struct{ kind, name string }{{"Deployment", "moat"}, {"Deployment", "moat-scanner"},
-		{"Job", "moat-constraints-apply"}, {"Job", "moat-constraints-delete"}, {"Pod", "moat-test-provider"}} {
-		name := w.name
-		d := find(objs, w.kind, name)
-		tmpl, _, _ := unstructured.NestedMap(d.Object, "spec", "template")
-		if w.kind == "Pod" {
-			tmpl = d.DeepCopy().Object
-		}
-		pod := &unstructured.Unstructured{Object: tmpl}
-		pod.SetAPIVersion("v1")
-		pod.SetKind("Pod")
-		pod.SetName(name)
-		pod.SetNamespace("apps")
-		resp, err := c.Review(context.Background(), pod)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, r := range resp.Results() {
-			js, _ := yaml.Marshal(pod.Object)
-			t.Errorf("%s: %s: %s\n%s", name, r.Constraint.GetName(), r.Msg, js)
-		}
-	}
-	if added < 25 {
-		t.Fatalf("only %d constraints judged the pod", added)
 	}
 }
 

@@ -17,6 +17,8 @@ packages=(
 	"iptables=1.8.9-2"
 	"conntrack=1:1.4.7-1+b2"
 	"iproute2=6.1.0-3"
+	# The CA bundle the node test's images carry, as a distroless base does.
+	"ca-certificates=20230311+deb12u*"
 )
 
 missing=()

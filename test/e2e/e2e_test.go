@@ -24,7 +24,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
@@ -53,7 +52,7 @@ type e2e struct {
 	gk       *cluster.Gatekeeper
 	apply    *cluster.Applier
 	client   kubernetes.Interface
-	warnings *warnings
+	warnings *cluster.Warnings
 	registry string // 127.0.0.1:port
 	moat     *cluster.Proc
 	moatURL  string
@@ -131,7 +130,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 	// Admission warnings (enforcementAction warn) reach the client as
 	// HTTP Warning headers; keep them to assert on.
-	e.warnings = &warnings{}
+	e.warnings = &cluster.Warnings{}
 	cfg := rest.CopyConfig(e.cl.Config)
 	cfg.WarningHandler = e.warnings
 	if e.client, err = kubernetes.NewForConfig(cfg); err != nil {
@@ -432,27 +431,7 @@ func (e *e2e) createNamespace(t *testing.T, name string) {
 // healthyPod passes the Defender set: limits, read-only root, no
 // privilege, non-root, no capabilities, AppArmor and seccomp, no token.
 func healthyPod(ns, name, image string) *corev1.Pod {
-	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-		Spec: corev1.PodSpec{
-			AutomountServiceAccountToken: ptr.To(false),
-			SecurityContext: &corev1.PodSecurityContext{
-				RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To(int64(1000)),
-				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-			},
-			Containers: []corev1.Container{{
-				Name: "app", Image: image,
-				Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{
-					corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("64Mi"),
-				}},
-				SecurityContext: &corev1.SecurityContext{
-					Privileged: ptr.To(false), AllowPrivilegeEscalation: ptr.To(false), ReadOnlyRootFilesystem: ptr.To(true),
-					RunAsNonRoot: ptr.To(true), Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-					AppArmorProfile: &corev1.AppArmorProfile{Type: corev1.AppArmorProfileTypeRuntimeDefault},
-				},
-			}},
-		},
-	}
+	return cluster.HealthyPod(ns, name, image, "100m", "64Mi")
 }
 
 // hostPID makes p share the node's PID namespace: one Defender rule
@@ -471,19 +450,7 @@ func (e *e2e) create(pod *corev1.Pod, dryRun bool) (*corev1.Pod, error) {
 	return e.client.CoreV1().Pods(pod.Namespace).Create(context.Background(), pod, opts)
 }
 
-// denied fails t unless err is an admission denial naming every want.
-func denied(t *testing.T, what string, err error, want ...string) {
-	t.Helper()
-	if err == nil {
-		t.Errorf("%s: admitted, want denied", what)
-		return
-	}
-	for _, w := range want {
-		if !strings.Contains(err.Error(), w) {
-			t.Errorf("%s: the denial does not name %q:\n%v", what, w, err)
-		}
-	}
-}
+var denied = cluster.Denied
 
 func (e *e2e) defenderSamples(t *testing.T) {
 	ctx := context.Background()
@@ -581,11 +548,11 @@ func (e *e2e) scanStatusPerNamespace(t *testing.T) {
 	}
 	denied(t, "a critical image in prod", err, "[moat-image-scan-prod]", "its scan was rejected", "critical")
 
-	e.warnings.reset()
+	e.warnings.Reset()
 	if _, err := e.create(healthyPod("dev", "critical", critical), false); err != nil {
 		t.Fatalf("a critical image in dev: %v", err)
 	}
-	if w := e.warnings.all(); !strings.Contains(w, "[moat-image-scan-dev]") || !strings.Contains(w, "its scan was rejected") {
+	if w := e.warnings.All(); !strings.Contains(w, "[moat-image-scan-dev]") || !strings.Contains(w, "its scan was rejected") {
 		t.Errorf("a critical image in dev: admitted without the warning; warnings: %q", w)
 	}
 }
@@ -1064,7 +1031,7 @@ func (e *e2e) providerDown(t *testing.T) {
 	_, err := e.create(healthyPod("prod", "provider-down", tag), false)
 	denied(t, "prod with the provider down (providerError: reject)", err, "[moat-image-scan-prod]", "the image provider failed")
 
-	e.warnings.reset()
+	e.warnings.Reset()
 	pod, err := e.create(healthyPod("dev", "provider-down", tag), false)
 	if err != nil {
 		t.Fatalf("dev with the provider down (providerError: accept): %v", err)

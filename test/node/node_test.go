@@ -25,7 +25,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
@@ -68,7 +67,7 @@ type nodeTest struct {
 	node     *cluster.Node
 	client   kubernetes.Interface
 	dyn      dynamic.Interface
-	warnings *warnings
+	warnings *cluster.Warnings
 	values   string // the values file of the install
 }
 
@@ -103,7 +102,7 @@ func TestHelmInstallOnANode(t *testing.T) {
 	}
 	t.Logf("control plane, node Ready and CoreDNS Ready in %s", time.Since(start).Round(time.Second))
 
-	nt := &nodeTest{node: node, warnings: &warnings{}}
+	nt := &nodeTest{node: node, warnings: &cluster.Warnings{}}
 	cfg := rest.CopyConfig(c.Config)
 	cfg.WarningHandler = nt.warnings
 	nt.client = kubernetes.NewForConfigOrDie(cfg)
@@ -356,7 +355,7 @@ func (nt *nodeTest) defenderSamples(t *testing.T) {
 	var bad appsv1.Deployment
 	readYAML(t, filepath.Join(suite, "unhealthy-deployment-shop.yaml"), &bad)
 	_, err := nt.client.AppsV1().Deployments("shop").Create(ctx, &bad, metav1.CreateOptions{})
-	denied(t, "the unhealthy sample Deployment", err, "[defender-", "[Implied by ")
+	cluster.Denied(t, "the unhealthy sample Deployment", err, "[defender-", "[Implied by ")
 
 	var good appsv1.Deployment
 	readYAML(t, filepath.Join(suite, "healthy-deployment-shop.yaml"), &good)
@@ -406,13 +405,13 @@ func (nt *nodeTest) criticalImageByNamespace(t *testing.T) {
 	if pollErr != nil {
 		t.Fatal(pollErr)
 	}
-	denied(t, "a critical image in prod", err, "[moat-image-scan-prod]", "its scan was rejected", "critical")
+	cluster.Denied(t, "a critical image in prod", err, "[moat-image-scan-prod]", "its scan was rejected", "critical")
 
-	nt.warnings.reset()
+	nt.warnings.Reset()
 	if _, err := nt.create(pod("dev", "critical", critical), true); err != nil {
 		t.Fatalf("a critical image in dev: %v", err)
 	}
-	if w := nt.warnings.all(); !strings.Contains(w, "[moat-image-scan-dev]") || !strings.Contains(w, "its scan was rejected") {
+	if w := nt.warnings.All(); !strings.Contains(w, "[moat-image-scan-dev]") || !strings.Contains(w, "its scan was rejected") {
 		t.Errorf("a critical image in dev: admitted without the warning; warnings: %q", w)
 	}
 }
@@ -454,64 +453,75 @@ func (nt *nodeTest) pinnedPodStarts(t *testing.T) {
 	t.Logf("prod/web runs %s", stored.Spec.Containers[0].Image)
 }
 
-// admissions creates pods (server-side dry run) in prod, each with an
+// whileAdmitting creates pods (server-side dry run) in prod, each with an
 // image tag no earlier pod used, so neither Gatekeeper's cache nor the
-// provider's answers it: every one is a call to the provider (mutation
-// and scan status). It runs until stop is closed and returns how many were
-// admitted and the failures.
-func (nt *nodeTest) admissions(t *testing.T, prefix string, tags int, stop <-chan struct{}) (int, []string) {
+// provider's answers it: every one is a call to the provider (mutation and
+// scan status). It starts lead before during runs and stops trail after it
+// returns, and fails t unless at least ten pods were admitted, each with
+// its digest pinned, and none failed.
+func (nt *nodeTest) whileAdmitting(t *testing.T, what, prefix string, tags int, lead, trail time.Duration, during func()) {
+	t.Helper()
 	// The tags point at the one clean image: one scan, many references.
 	for i := 0; i < tags; i++ {
 		nt.pushWeb(t, fmt.Sprintf("app/%s:%d", prefix, i))
 	}
+	stop := make(chan struct{})
 	admitted := 0
 	var failures []string
-	for i := 0; ; i++ {
-		select {
-		case <-stop:
-			return admitted, failures
-		default:
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			image := fmt.Sprintf("%s/app/%s:%d", nt.node.Registry, prefix, i%tags)
+			start := time.Now()
+			p, err := nt.create(pod("prod", fmt.Sprintf("%s-%d", prefix, i), image), true)
+			switch {
+			case err != nil:
+				failures = append(failures, fmt.Sprintf("%s after %s: %v", image, time.Since(start).Round(time.Millisecond), err))
+			case !strings.Contains(p.Spec.Containers[0].Image, "@sha256:"):
+				failures = append(failures, fmt.Sprintf("%s: admitted without its digest pinned (the mutation webhook's call failed): %s", image, p.Spec.Containers[0].Image))
+			default:
+				admitted++
+			}
 		}
-		image := fmt.Sprintf("%s/app/%s:%d", nt.node.Registry, prefix, i%tags)
-		start := time.Now()
-		p, err := nt.create(pod("prod", fmt.Sprintf("%s-%d", prefix, i), image), true)
-		switch {
-		case err != nil:
-			failures = append(failures, fmt.Sprintf("%s after %s: %v", image, time.Since(start).Round(time.Millisecond), err))
-		case !strings.Contains(p.Spec.Containers[0].Image, "@sha256:"):
-			failures = append(failures, fmt.Sprintf("%s: admitted without its digest pinned (the mutation webhook's call failed): %s", image, p.Spec.Containers[0].Image))
-		default:
-			admitted++
-		}
+	}()
+	time.Sleep(lead)
+	during()
+	time.Sleep(trail)
+	close(stop)
+	wg.Wait()
+	t.Logf("%s: %d pods admitted meanwhile, %d failures", what, admitted, len(failures))
+	if admitted < 10 {
+		t.Errorf("only %d admissions while %s: too few to show anything", admitted, what)
+	}
+	for _, f := range failures {
+		t.Errorf("admission failed while %s: %s", what, f)
 	}
 }
 
 func (nt *nodeTest) upgradeRollsWithoutFailures(t *testing.T) {
 	ctx := context.Background()
 	before := nt.providerPods(t)
-	stop := make(chan struct{})
-	var admitted int
-	var failures []string
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		admitted, failures = nt.admissions(t, "rollout", 400, stop)
-	}()
-	time.Sleep(2 * time.Second) // admissions before the rollout too
-	start := time.Now()
 	// A provider setting rolls the pods; Pod Security down to baseline
 	// makes the constraints hook delete the restricted-only constraints.
 	restrictedOnly := schema.GroupVersionResource{Group: "constraints.gatekeeper.sh", Version: "v1beta1", Resource: "moatallowedusersgroups"}
 	if _, err := nt.dyn.Resource(restrictedOnly).Get(ctx, "pss-restricted-run-as-non-root", metav1.GetOptions{}); err != nil {
 		t.Fatalf("before the upgrade: %v", err)
 	}
-	out, err := nt.node.Helm(ctx, "upgrade", release, filepath.Join(root, "charts", "moat"), "-n", namespace,
-		"--reuse-values", "--set", "provider.logLevel=debug", "--set", "policies.podSecurity.level=baseline", "--wait", "--timeout", "5m")
-	took := time.Since(start)
-	time.Sleep(3 * time.Second) // and after it
-	close(stop)
-	wg.Wait()
+	var out string
+	var err error
+	nt.whileAdmitting(t, "the rollout ran", "rollout", 400, 2*time.Second, 3*time.Second, func() {
+		start := time.Now()
+		out, err = nt.node.Helm(ctx, "upgrade", release, filepath.Join(root, "charts", "moat"), "-n", namespace,
+			"--reuse-values", "--set", "provider.logLevel=debug", "--set", "policies.podSecurity.level=baseline", "--wait", "--timeout", "5m")
+		t.Logf("the rollout took %s", time.Since(start).Round(time.Millisecond))
+	})
 	if err != nil {
 		t.Fatalf("%v", err)
 	}
@@ -523,18 +533,10 @@ func (nt *nodeTest) upgradeRollsWithoutFailures(t *testing.T) {
 	if _, err := nt.dyn.Resource(baseline).Get(ctx, "pss-baseline-privileged", metav1.GetOptions{}); err != nil {
 		t.Errorf("after the upgrade to baseline, the baseline constraint: %v", err)
 	}
-	after := nt.providerPods(t)
-	for name := range after {
+	for name := range nt.providerPods(t) {
 		if before[name] {
 			t.Errorf("provider pod %s was not replaced by the rollout", name)
 		}
-	}
-	t.Logf("the rollout took %s; %d pods admitted during it, %d failures", took.Round(time.Millisecond), admitted, len(failures))
-	if admitted < 10 {
-		t.Errorf("only %d admissions during the rollout: too few to show anything", admitted)
-	}
-	for _, f := range failures {
-		t.Errorf("admission failed during the rollout: %s", f)
 	}
 }
 
@@ -549,38 +551,21 @@ func (nt *nodeTest) oneProviderPodDeleted(t *testing.T) {
 		victim = name
 		break
 	}
-	stop := make(chan struct{})
-	var admitted int
-	var failures []string
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		admitted, failures = nt.admissions(t, "deleted", 200, stop)
-	}()
-	time.Sleep(time.Second)
-	if err := nt.client.CoreV1().Pods(namespace).Delete(ctx, victim, metav1.DeleteOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	// Until the pod is gone and its replacement is Ready.
-	err := cluster.Poll(ctx, 120*time.Second, func() error {
-		if _, err := nt.client.CoreV1().Pods(namespace).Get(ctx, victim, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
-			return fmt.Errorf("pod %s is still there (%v)", victim, err)
+	var err error
+	nt.whileAdmitting(t, "provider pod "+victim+" was deleted", "deleted", 200, time.Second, 2*time.Second, func() {
+		if err = nt.client.CoreV1().Pods(namespace).Delete(ctx, victim, metav1.DeleteOptions{}); err != nil {
+			return
 		}
-		return nt.node.DeploymentReady(ctx, namespace, release)
+		// Until the pod is gone and its replacement is Ready.
+		err = cluster.Poll(ctx, 120*time.Second, func() error {
+			if _, err := nt.client.CoreV1().Pods(namespace).Get(ctx, victim, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+				return fmt.Errorf("pod %s is still there (%v)", victim, err)
+			}
+			return nt.node.DeploymentReady(ctx, namespace, release)
+		})
 	})
-	time.Sleep(2 * time.Second)
-	close(stop)
-	wg.Wait()
 	if err != nil {
 		t.Fatal(err)
-	}
-	t.Logf("provider pod %s deleted: %d pods admitted meanwhile, %d failures", victim, admitted, len(failures))
-	if admitted < 10 {
-		t.Errorf("only %d admissions while a provider pod was deleted", admitted)
-	}
-	for _, f := range failures {
-		t.Errorf("admission failed while a provider pod was deleted: %s", f)
 	}
 }
 
@@ -753,27 +738,7 @@ func (nt *nodeTest) providerPods(t *testing.T) map[string]bool {
 
 // pod is a pod every Defender and restricted rule admits.
 func pod(ns, name, image string) *corev1.Pod {
-	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-		Spec: corev1.PodSpec{
-			AutomountServiceAccountToken: ptr.To(false),
-			SecurityContext: &corev1.PodSecurityContext{
-				RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To(int64(1000)),
-				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-			},
-			Containers: []corev1.Container{{
-				Name: "app", Image: image,
-				Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{
-					corev1.ResourceCPU: resource.MustParse("50m"), corev1.ResourceMemory: resource.MustParse("32Mi"),
-				}},
-				SecurityContext: &corev1.SecurityContext{
-					Privileged: ptr.To(false), AllowPrivilegeEscalation: ptr.To(false), ReadOnlyRootFilesystem: ptr.To(true),
-					RunAsNonRoot: ptr.To(true), Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-					AppArmorProfile: &corev1.AppArmorProfile{Type: corev1.AppArmorProfileTypeRuntimeDefault},
-				},
-			}},
-		},
-	}
+	return cluster.HealthyPod(ns, name, image, "50m", "32Mi")
 }
 
 func ready(p *corev1.Pod) bool {
@@ -882,43 +847,4 @@ func readYAML(t *testing.T, path string, into any) {
 	if err := yaml.UnmarshalStrict(data, into); err != nil {
 		t.Fatalf("%s: %v", path, err)
 	}
-}
-
-// denied fails t unless err is an admission denial naming every want.
-func denied(t *testing.T, what string, err error, want ...string) {
-	t.Helper()
-	if err == nil {
-		t.Errorf("%s: admitted, want denied", what)
-		return
-	}
-	for _, w := range want {
-		if !strings.Contains(err.Error(), w) {
-			t.Errorf("%s: the denial does not name %q:\n%v", what, w, err)
-		}
-	}
-}
-
-// warnings keeps the Warning headers the API server returns (Gatekeeper's
-// warn enforcement).
-type warnings struct {
-	mu   sync.Mutex
-	msgs []string
-}
-
-func (w *warnings) HandleWarningHeader(_ int, _ string, msg string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.msgs = append(w.msgs, msg)
-}
-
-func (w *warnings) reset() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.msgs = nil
-}
-
-func (w *warnings) all() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return strings.Join(w.msgs, "\n")
 }

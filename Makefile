@@ -48,6 +48,7 @@ e2e-node: deps ## helm install on a real one-node cluster: kubelet, containerd, 
 fuzz: ## each fuzz target for FUZZTIME executions (default 100000x; FUZZTIME=20000000x for a longer run)
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./provider/internal/reference
 	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME) ./provider/internal/protocol
+	$(GO) test -run='^$$' -fuzz='^FuzzDecodeFast$$' -fuzztime=$(FUZZTIME) ./provider/internal/protocol
 	$(GO) test -run='^$$' -fuzz='^FuzzKey$$' -fuzztime=$(FUZZTIME) ./provider/internal/lookup
 	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME) ./provider/internal/firstseen
 

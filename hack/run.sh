@@ -75,7 +75,7 @@ for want in "scan: rejected" "scan: accepted" "scan: scan_failed"; do
   grep -q "$want" <<<"$out" || { echo "run: no '$want' among the answers" >&2; exit 1; }
 done
 
-echo "== 7. /validate, the full value (schema moat.v1) of a scanned image"
+echo "== 7. /validate, the full value (schema moat.v2) of a scanned image"
 lookup --url "$url/validate" -o json "$reg/scan/high:1.0"
 
 echo "== 8. /mutate: tag@digest for an Assign mutator; a pinned reference comes back unchanged"

@@ -11,6 +11,7 @@ import (
 
 	"github.com/moat-dev/moat/provider/internal/client"
 	"github.com/moat-dev/moat/provider/internal/config"
+	"github.com/moat-dev/moat/provider/internal/lookup"
 )
 
 func runLookup(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -77,7 +78,8 @@ func runLookup(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	return nil
 }
 
-// describe is one line for a person: the pinned reference, or the error.
+// describe is one line for a person: the canonical reference pinned to the
+// digest, or the error.
 func describe(it client.Item) string {
 	if it.Error != "" {
 		return "error: " + it.Error
@@ -90,9 +92,11 @@ func describe(it client.Item) string {
 	if err != nil {
 		return fmt.Sprintf("%s (%v)", it.Value, err)
 	}
-	s = v.Pinned
-	if v.MediaType != "" {
-		s += "  (" + v.MediaType + ")"
+	// The value carries the digest alone; the canonical reference comes
+	// from the key, read as the provider reads it.
+	s = v.Digest
+	if ref, _, err := lookup.ParseKey(it.Key); err == nil && v.Digest != "" {
+		s = ref.Pinned(v.Digest)
 	}
 	if v.Scan != nil {
 		s += "\n\tscan: " + v.Status + ": " + v.Reason

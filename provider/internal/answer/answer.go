@@ -1,9 +1,9 @@
-// Package answer is the moat.v1 value: the JSON object /validate answers for
+// Package answer is the moat.v2 value: the JSON object /validate answers for
 // an image key, as one Go type. The provider encodes each part once (the
 // digest part when a tag resolves, the scan and signature parts when their
 // checks finish) and splices the parts into one object per answer; clients
 // (moat lookup, moat verify, moat bench, the tests) decode it into Value.
-// docs/protocol/moat.v1.schema.json is generated from this file.
+// docs/protocol/moat.v2.schema.json is generated from this file.
 package answer
 
 import (
@@ -14,8 +14,11 @@ import (
 )
 
 // Schema names the version of the value. Fields are only ever added within
-// a version; a rename or removal makes a new version.
-const Schema = "moat.v1"
+// a version; a rename or removal makes a new version. moat.v2 dropped the
+// resolution's reference, pinned, mediaType and resolvedAt (issue 19): no
+// template read them, and Gatekeeper decoded them on every admission that
+// missed its cache.
+const Schema = "moat.v2"
 
 // Scan statuses, in the vocabulary of image-scanning admission controllers.
 const (
@@ -35,7 +38,7 @@ const (
 // Severities, most severe first: the keys of Counts and of scan thresholds.
 var Severities = []string{"critical", "high", "medium", "low", "negligible", "unknown"}
 
-// Value is the moat.v1 answer for a key that resolved to a digest.
+// Value is the moat.v2 answer for a key that resolved to a digest.
 type Value struct {
 	Resolution
 	// The scan part: present when the provider scans (or reads vuln
@@ -46,19 +49,13 @@ type Value struct {
 }
 
 // Resolution is the part of a value every resolved key has: the digest.
+// Only what a template reads: the key already names the image, and
+// `moat lookup` shows people the canonical reference pinned to the digest.
 type Resolution struct {
-	// Schema is "moat.v1".
-	Schema string `json:"schema" enum:"moat.v1"`
-	// Reference is the canonical reference: "docker.io/library/nginx:1.27".
-	Reference string `json:"reference"`
-	// Digest is what the tag points at now, or the digest the key pinned.
+	// Schema is "moat.v2".
+	Schema string `json:"schema" enum:"moat.v2"`
+	// Digest is what the tag points at now (the index's digest for a multi-platform image), or the digest the key pinned.
 	Digest string `json:"digest" pattern:"^sha256:[0-9a-f]{64}$"`
-	// Pinned is the reference with the digest: "docker.io/library/nginx:1.27@sha256:…".
-	Pinned string `json:"pinned"`
-	// MediaType of the manifest, an index (multi-platform) or an image manifest; absent for keys that pinned a digest (no registry call was made).
-	MediaType string `json:"mediaType,omitempty"`
-	// ResolvedAt is when the registry answered (RFC 3339, UTC); absent for keys that pinned a digest.
-	ResolvedAt string `json:"resolvedAt,omitempty" format:"date-time"`
 }
 
 // Scan is the vulnerability scan part of a value.

@@ -21,7 +21,7 @@ var update = flag.Bool("update", false, "rewrite docs/protocol/*.schema.json fro
 // differ.
 func TestSchemaIsGeneratedFromTheType(t *testing.T) {
 	for file, got := range map[string][]byte{
-		"../../../docs/protocol/moat.v1.schema.json":      generateSchema(t, reflect.TypeFor[Value](), Schema, "Value"),
+		"../../../docs/protocol/moat.v2.schema.json":      generateSchema(t, reflect.TypeFor[Value](), Schema, "Value"),
 		"../../../docs/protocol/moat.node.v1.schema.json": generateSchema(t, reflect.TypeFor[Node](), NodeSchema, "Node"),
 	} {
 		if *update {

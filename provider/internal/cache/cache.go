@@ -52,13 +52,19 @@ func New[K comparable, V any](size int, onEvict func()) (*Cache[K, V], error) {
 }
 
 // Get returns the value for k and how fresh it is.
-func (c *Cache[K, V]) Get(k K) (V, Freshness) {
+func (c *Cache[K, V]) Get(k K) (V, Freshness) { return c.GetAt(k, c.Now()) }
+
+// Now is the cache's clock: a batch of GetAt calls reads it once.
+func (c *Cache[K, V]) Now() time.Time { return c.now() }
+
+// GetAt is Get at the time now, read from Now.
+func (c *Cache[K, V]) GetAt(k K, at time.Time) (V, Freshness) {
 	e, ok := c.lru.Get(k)
 	if !ok {
 		var zero V
 		return zero, Miss
 	}
-	now := c.now().UnixNano()
+	now := at.UnixNano()
 	switch {
 	case now < e.expires:
 		return e.value, Fresh

@@ -35,7 +35,7 @@ type Response struct {
 	} `json:"response"`
 }
 
-// Item is one answered key; Value is raw JSON: a moat.v1 value from
+// Item is one answered key; Value is raw JSON: a moat.v2 value from
 // /validate (see Answer), a string from /mutate.
 type Item struct {
 	Key   string          `json:"key"`

@@ -92,14 +92,15 @@ func TestSplicedAnswersAreExactlyTheValueType(t *testing.T) {
 
 // The schema refuses what the type cannot hold.
 func TestSchemaRefusesWhatTheTypeCannotHold(t *testing.T) {
-	ok := `{"schema":"moat.v1","reference":"r","digest":"` + digest + `","pinned":"p"`
+	ok := `{"schema":"moat.v2","digest":"` + digest + `"`
 	for name, raw := range map[string]string{
 		"unknown member":    ok + `,"verdict":"fine"}`,
 		"unknown status":    ok + `,"status":"banana","reason":""}`,
 		"status, no reason": ok + `,"status":"accepted"}`,
-		"short digest":      `{"schema":"moat.v1","reference":"r","digest":"sha256:0","pinned":"p"}`,
-		"another schema":    `{"schema":"moat.v2","reference":"r","digest":"` + digest + `","pinned":"p"}`,
-		"no pinned":         `{"schema":"moat.v1","reference":"r","digest":"` + digest + `"}`,
+		"short digest":      `{"schema":"moat.v2","digest":"sha256:0"}`,
+		"another schema":    `{"schema":"moat.v1","digest":"` + digest + `"}`,
+		"no digest":         `{"schema":"moat.v2"}`,
+		"a moat.v1 member":  ok + `,"pinned":"p"}`,
 		"bad signature":     ok + `,"signature":{"status":"verified"}}`,
 	} {
 		if answertest.Validate([]byte(raw)) == nil {

@@ -20,8 +20,8 @@ const NamespacedPrefix = "moat.ns.v1:"
 // keyFamily starts every namespaced key form, of any version.
 const keyFamily = "moat.ns."
 
-// parse reads a key: its image and, for a namespaced key, its scope.
-func parse(k string) (reference.Ref, *credentials.Scope, error) {
+// ParseKey reads a key: its image and, for a namespaced key, its scope.
+func ParseKey(k string) (reference.Ref, *credentials.Scope, error) {
 	if !strings.HasPrefix(k, keyFamily) {
 		ref, err := reference.Parse(k)
 		return ref, nil, err

@@ -12,7 +12,7 @@ func TestNamespacedKeys(t *testing.T) {
 		"moat.ns.v1:team-a/builder/regcred,mirror:app":                                          "moat.ns.v1:team-a/builder/regcred,mirror:docker.io/library/app:latest",
 		"moat.ns.v1:team-a/default/regcred:registry:5000/app@sha256:" + strings.Repeat("a", 64): "moat.ns.v1:team-a/default/regcred:registry:5000/app@sha256:" + strings.Repeat("a", 64),
 	} {
-		ref, scope, err := parse(key)
+		ref, scope, err := ParseKey(key)
 		if err != nil {
 			t.Errorf("%s: %v", key, err)
 			continue
@@ -21,8 +21,8 @@ func TestNamespacedKeys(t *testing.T) {
 			t.Errorf("%s: flight key %s, want %s", key, got, want)
 		}
 	}
-	a, sa, _ := parse("moat.ns.v1:team-a/default/regcred:registry.example/app:v1")
-	b, sb, _ := parse("moat.ns.v1:team-b/default/regcred:registry.example/app:v1")
+	a, sa, _ := ParseKey("moat.ns.v1:team-a/default/regcred:registry.example/app:v1")
+	b, sb, _ := ParseKey("moat.ns.v1:team-b/default/regcred:registry.example/app:v1")
 	if flightKey(a, sa) == flightKey(b, sb) {
 		t.Error("two namespaces share a resolution")
 	}
@@ -38,7 +38,7 @@ func TestNamespacedKeys(t *testing.T) {
 		"moat.ns.v1:../default/:app",                       // a path
 		"moat.ns.v1:team-a/default/regcred:app:v1:extra:x", // a bad image
 	} {
-		if _, _, err := parse(bad); err == nil {
+		if _, _, err := ParseKey(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
 	}
@@ -48,13 +48,13 @@ func FuzzKey(f *testing.F) {
 	f.Add("moat.ns.v1:team-a/default/regcred:registry.example/app:v1")
 	f.Add("registry.example/app@sha256:" + strings.Repeat("0", 64))
 	f.Fuzz(func(t *testing.T, k string) {
-		ref, scope, err := parse(k)
+		ref, scope, err := ParseKey(k)
 		if err != nil {
 			return
 		}
 		// A key that parses names one resolution, stable when parsed again.
 		fk := flightKey(ref, scope)
-		ref2, scope2, err := parse(fk)
+		ref2, scope2, err := ParseKey(fk)
 		if err != nil {
 			t.Fatalf("%q parsed, its flight key %q does not: %v", k, fk, err)
 		}

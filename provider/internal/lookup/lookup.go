@@ -121,8 +121,9 @@ func (s *Service) Lookup(ctx context.Context, deadline time.Time, keys []string)
 	started := map[string]int{} // canonical reference -> index in waits
 	var spellings []spelling
 	var hits, stale int
+	now := s.cache.Now()
 	for i, k := range keys {
-		a, f := s.cache.Get(k)
+		a, f := s.cache.GetAt(k, now)
 		switch f {
 		case cache.Fresh:
 			out[i] = a
@@ -135,7 +136,7 @@ func (s *Service) Lookup(ctx context.Context, deadline time.Time, keys []string)
 			continue
 		}
 		canonical := ""
-		if ref, scope, err := parse(k); err == nil {
+		if ref, scope, err := ParseKey(k); err == nil {
 			canonical = flightKey(ref, scope)
 		}
 		if j, ok := started[canonical]; ok && canonical != "" {
@@ -251,7 +252,7 @@ type spelling struct {
 // pinned digest), else starts or joins its resolution and returns a channel
 // that yields the answer.
 func (s *Service) start(k string) (*Answer, <-chan *Answer) {
-	ref, scope, err := parse(k)
+	ref, scope, err := ParseKey(k)
 	if err != nil {
 		a := errorAnswer("invalid_reference", err.Error())
 		s.cache.Add(k, a, 0, 0) // a bad key stays bad
@@ -280,7 +281,7 @@ func (s *Service) start(k string) (*Answer, <-chan *Answer) {
 
 // refresh re-resolves a stale key in the background.
 func (s *Service) refresh(k string) {
-	ref, scope, err := parse(k)
+	ref, scope, err := ParseKey(k)
 	if err != nil {
 		return
 	}
@@ -333,7 +334,7 @@ func (s *Service) resolveFunc(k string, ref reference.Ref, scope *credentials.Sc
 			s.metrics.Resolutions.WithLabelValues("resolved").Inc()
 			s.log.Debug("digest resolved", "reference", ref.String(), "digest", res.Digest, "duration", s.now().Sub(start).String())
 			at := s.now()
-			a = resolvedAnswer(ref, res, at)
+			a = resolvedAnswer(ref, res)
 			a.scope = scope
 			s.storeDigest(ctx, ref, scope, res, at)
 		}
@@ -357,12 +358,12 @@ func (s *Service) sharedDigest(ctx context.Context, ref reference.Ref, scope *cr
 		s.log.Warn("shared state: a stored digest is ignored", "reference", ref.String())
 		return nil, 0
 	}
-	at, err := time.Parse(time.RFC3339, d.ResolvedAt)
-	if err != nil {
+	if _, err := time.Parse(time.RFC3339, d.ResolvedAt); err != nil {
+		s.log.Warn("shared state: a stored digest is ignored", "reference", ref.String())
 		return nil, 0
 	}
 	s.metrics.Resolutions.WithLabelValues("shared").Inc()
-	a := resolvedAnswer(ref, resolve.Result{Digest: d.Digest, MediaType: d.MediaType}, at)
+	a := resolvedAnswer(ref, resolve.Result{Digest: d.Digest, MediaType: d.MediaType})
 	a.scope = scope
 	return a, left
 }
@@ -392,16 +393,9 @@ func isDigest(ref reference.Ref, d string) bool {
 	return err == nil && p.Digest == d
 }
 
-func resolvedAnswer(ref reference.Ref, res resolve.Result, at time.Time) *Answer {
+func resolvedAnswer(ref reference.Ref, res resolve.Result) *Answer {
 	pinned := ref.Pinned(res.Digest)
-	v, err := protocol.ValueBody(answer.Resolution{
-		Schema:     answer.Schema,
-		Reference:  ref.String(),
-		Digest:     res.Digest,
-		Pinned:     pinned,
-		MediaType:  res.MediaType,
-		ResolvedAt: at.UTC().Format(time.RFC3339),
-	})
+	v, err := protocol.ValueBody(answer.Resolution{Schema: answer.Schema, Digest: res.Digest})
 	if err != nil { // a struct of strings always encodes
 		return errorAnswer("internal", err.Error())
 	}
@@ -412,12 +406,7 @@ func resolvedAnswer(ref reference.Ref, res resolve.Result, at time.Time) *Answer
 // pinnedAnswer answers a key that already names a digest: nothing to
 // resolve, and mutation returns the key unchanged.
 func pinnedAnswer(k string, ref reference.Ref) *Answer {
-	v, err := protocol.ValueBody(answer.Resolution{
-		Schema:    answer.Schema,
-		Reference: ref.String(),
-		Digest:    ref.Digest,
-		Pinned:    ref.String(),
-	})
+	v, err := protocol.ValueBody(answer.Resolution{Schema: answer.Schema, Digest: ref.Digest})
 	if err != nil {
 		return errorAnswer("internal", err.Error())
 	}

@@ -155,7 +155,7 @@ func TestSpellingsShareOneResolution(t *testing.T) {
 	s, _ := newService(t, r, Options{DigestTTL: time.Minute, ErrorTTL: time.Second})
 	as := s.Lookup(context.Background(), time.Now().Add(5*time.Second), []string{"nginx", "docker.io/library/nginx:latest", "index.docker.io/library/nginx"})
 	for _, a := range as {
-		if !strings.Contains(string(a.Validate), `"reference":"docker.io/library/nginx:latest"`) {
+		if !strings.Contains(string(a.Validate), `"digest":"`+d1+`"`) || !strings.Contains(string(a.Mutate), `"docker.io/library/nginx:latest@`+d1+`"`) {
 			t.Errorf("answer %s", a.Validate)
 		}
 	}

@@ -59,21 +59,38 @@ func badRequest(format string, args ...any) *RequestError {
 // Decode parses body as a ProviderRequest and checks it against lim.
 // body must already be bounded by lim.MaxBodyBytes (see ReadBody).
 func Decode(body []byte, lim Limits) (*ProviderRequest, error) {
+	req, ok := decodeFast(body)
+	if !ok {
+		var err error
+		if req, err = decodeJSON(body); err != nil {
+			return nil, err
+		}
+	}
+	return check(&req, lim)
+}
+
+// decodeJSON decodes any JSON body with encoding/json.
+func decodeJSON(body []byte) (ProviderRequest, error) {
 	var req ProviderRequest
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if err := dec.Decode(&req); err != nil {
 		var typeErr *json.UnmarshalTypeError
 		if errors.As(err, &typeErr) && strings.HasPrefix(typeErr.Field, "request.keys") {
-			return nil, badRequest("invalid ProviderRequest: request.keys must be an array of strings (image references), got %s", typeErr.Value)
+			return req, badRequest("invalid ProviderRequest: request.keys must be an array of strings (image references), got %s", typeErr.Value)
 		}
 		if errors.As(err, &typeErr) {
-			return nil, badRequest("invalid ProviderRequest: field %q must be %s, got %s", typeErr.Field, describeGoType(typeErr.Type.String()), typeErr.Value)
+			return req, badRequest("invalid ProviderRequest: field %q must be %s, got %s", typeErr.Field, describeGoType(typeErr.Type.String()), typeErr.Value)
 		}
-		return nil, badRequest("invalid ProviderRequest: body is not valid JSON: %v", err)
+		return req, badRequest("invalid ProviderRequest: body is not valid JSON: %v", err)
 	}
 	if dec.More() {
-		return nil, badRequest("invalid ProviderRequest: unexpected data after the JSON object")
+		return req, badRequest("invalid ProviderRequest: unexpected data after the JSON object")
 	}
+	return req, nil
+}
+
+// check holds a decoded request to the protocol and to lim.
+func check(req *ProviderRequest, lim Limits) (*ProviderRequest, error) {
 	if req.APIVersion != APIVersion && req.APIVersion != apiVersionAlpha {
 		return nil, badRequest("invalid ProviderRequest: apiVersion is %q, want %q", clip(req.APIVersion), APIVersion)
 	}
@@ -89,7 +106,7 @@ func Decode(body []byte, lim Limits) (*ProviderRequest, error) {
 			Msg:    fmt.Sprintf("too many keys: %d in one request, the limit is %d (--max-keys)", len(req.Request.Keys), lim.MaxKeys),
 		}
 	}
-	return &req, nil
+	return req, nil
 }
 
 func describeGoType(t string) string {

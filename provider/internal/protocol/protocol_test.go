@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -126,4 +127,48 @@ func FuzzDecode(f *testing.F) {
 		}
 		_ = http.StatusOK
 	})
+}
+
+// FuzzDecodeFast: whatever the fast path accepts, encoding/json decodes to
+// the same request.
+func FuzzDecodeFast(f *testing.F) {
+	f.Add([]byte(`{"apiVersion":"externaldata.gatekeeper.sh/v1beta1","kind":"ProviderRequest","request":{"keys":["nginx","a:b@sha256:0"]}}`))
+	f.Add([]byte(`{"request":{"keys":[]},"kind":"ProviderRequest"}`))
+	f.Add([]byte(`{"kind":"a","kind":"b","request":{"keys":["x"]}}`))
+	f.Add([]byte(`{"request":{"keys":["a\u0041"]}}`))
+	f.Add([]byte(`{"request":{"keys":null}}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		fast, ok := decodeFast(body)
+		if !ok {
+			return
+		}
+		slow, err := decodeJSON(body)
+		if err != nil {
+			t.Fatalf("the fast path accepted %q, encoding/json refuses it: %v", body, err)
+		}
+		if fast.APIVersion != slow.APIVersion || fast.Kind != slow.Kind || !slices.Equal(fast.Request.Keys, slow.Request.Keys) {
+			t.Fatalf("%q: fast %+v, encoding/json %+v", body, fast, slow)
+		}
+	})
+}
+
+func TestTheFastPathTakesGatekeepersRequests(t *testing.T) {
+	body, _ := json.Marshal(externaldata.ProviderRequest{APIVersion: APIVersion, Kind: KindRequest,
+		Request: externaldata.Request{Keys: []string{"nginx:1.27", "registry.example.com:5000/team/app@sha256:" + strings.Repeat("a", 64)}}})
+	req, ok := decodeFast(body)
+	if !ok || len(req.Request.Keys) != 2 || req.Request.Keys[1] != "registry.example.com:5000/team/app@sha256:"+strings.Repeat("a", 64) {
+		t.Fatalf("%s: fast path %v, %+v", body, ok, req)
+	}
+	for _, other := range []string{
+		` {"request":{"keys":["a"]}}`,                      // whitespace
+		`{"request":{"keys":["a\u0041"]}}`,                 // an escape
+		`{"request":{"keys":["a"]},"x":1}`,                 // another member
+		`{"kind":"a","kind":"b","request":{"keys":["a"]}}`, // a duplicate
+		`{"request":{"keys":["é"]}}`,                       // not ASCII
+		`{"kind":"ProviderRequest"}`,                       // no request
+	} {
+		if _, ok := decodeFast([]byte(other)); ok {
+			t.Errorf("%s: the fast path took it; encoding/json must", other)
+		}
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -213,6 +214,9 @@ func (e *endpoint) serve(w http.ResponseWriter, r *http.Request, start time.Time
 	*bp = out[:0]
 	h := w.Header()
 	h["Content-Type"] = jsonContentType
+	// With its length known, net/http writes the body as it is, not in
+	// chunks through its 2 KiB buffer.
+	h["Content-Length"] = []string{strconv.Itoa(len(out))}
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(out)
 	return http.StatusOK

@@ -28,7 +28,7 @@ const FixtureFile = "external-data.yaml"
 //
 //	provider: moat            # the Provider name the templates call (default "moat")
 //	answers:
-//	  "nginx:1.27": {value: {schema: moat.v1, digest: "sha256:…", status: accepted}}
+//	  "nginx:1.27": {value: {schema: moat.v2, digest: "sha256:…", status: accepted}}
 //	  "bad:tag":    {error: "registry refused"}
 //	systemError: ""           # when set, every request answers only this
 //

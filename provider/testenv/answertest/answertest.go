@@ -1,5 +1,5 @@
-// Package answertest checks moat.v1 values in tests against the published
-// JSON Schema (docs/protocol/moat.v1.schema.json), then decodes them
+// Package answertest checks moat.v2 values in tests against the published
+// JSON Schema (docs/protocol/moat.v2.schema.json), then decodes them
 // strictly, so every test that reads an answer also proves it matches what
 // the docs promise.
 package answertest
@@ -19,7 +19,7 @@ import (
 
 var schema = sync.OnceValues(func() (*jsonschema.Schema, error) {
 	_, self, _, _ := runtime.Caller(0)
-	path := filepath.Join(filepath.Dir(self), "..", "..", "..", "docs", "protocol", "moat.v1.schema.json")
+	path := filepath.Join(filepath.Dir(self), "..", "..", "..", "docs", "protocol", "moat.v2.schema.json")
 	c := jsonschema.NewCompiler()
 	c.AssertFormat()
 	return c.Compile(path)

@@ -1,0 +1,185 @@
+package templates_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"testing/fstest"
+	"text/tabwriter"
+
+	"github.com/moat-dev/moat/test/pack"
+	"github.com/open-policy-agent/gatekeeper/v3/pkg/gator/reader"
+	"github.com/open-policy-agent/gatekeeper/v3/apis"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/yaml"
+)
+
+// counterparts are gatekeeper-library's templates for the rules of the
+// Defender set, with parameters that judge the sample pods as Moat's
+// Defender constraints do. BenchmarkTemplates measures them beside Moat's
+// when MOAT_GATEKEEPER_LIBRARY names a checkout's library/ directory; none
+// of their code is in this repository.
+var counterparts = map[string]struct{ dir, kind, params string }{
+	"MoatTrustedRegistries":      {"general/allowedrepos", "K8sAllowedRepos", `{"repos": ["contoso.azurecr.io/"]}`},
+	"MoatHostPaths":              {"pod-security-policy/host-filesystem", "K8sPSPHostFilesystem", `{"allowedHostPaths": []}`},
+	"MoatHostNetworkPorts":       {"pod-security-policy/host-network-ports", "K8sPSPHostNetworkingPorts", `{"hostNetwork": false, "min": 0, "max": 0}`},
+	"MoatAppArmor":               {"pod-security-policy/apparmor", "K8sPSPAppArmor", `{"allowedProfiles": ["runtime/default"]}`},
+	"MoatHostNamespaces":         {"pod-security-policy/host-namespaces", "K8sPSPHostNamespace", `{}`},
+	"MoatPrivileged":             {"pod-security-policy/privileged-containers", "K8sPSPPrivilegedContainer", `{}`},
+	"MoatPrivilegeEscalation":    {"pod-security-policy/allow-privilege-escalation", "K8sPSPAllowPrivilegeEscalationContainer", `{}`},
+	"MoatReadOnlyRootFilesystem": {"pod-security-policy/read-only-root-filesystem", "K8sPSPReadOnlyRootFilesystem", `{}`},
+	"MoatCapabilities":           {"pod-security-policy/capabilities", "K8sPSPCapabilities", `{"allowedCapabilities": [], "requiredDropCapabilities": []}`},
+}
+
+// floorTemplate judges nothing: what the framework costs per constraint
+// before any rule runs.
+const floorTemplate = `
+apiVersion: templates.gatekeeper.sh/v1
+kind: ConstraintTemplate
+metadata: {name: moatfloor}
+spec:
+  crd: {spec: {names: {kind: MoatFloor}}}
+  targets:
+  - target: admission.k8s.gatekeeper.sh
+    code:
+    - engine: K8sNativeValidation
+      source:
+        validations: [{expression: "true", message: "never"}]
+    rego: |
+      package moatfloor
+      violation[{"msg": "never"}] { false }
+`
+
+// BenchmarkTemplates reviews each sample pod against one constraint at a
+// time, each of the Defender set with its template alone, as Gatekeeper
+// runs it (CEL where the template has it) and with Rego only, on one
+// goroutine. It prints µs per review beside the framework's floor and,
+// where a library checkout is named, beside gatekeeper-library's template
+// for the same rule.
+func BenchmarkTemplates(b *testing.B) {
+	library := os.Getenv("MOAT_GATEKEEPER_LIBRARY")
+	type row struct{ rule, pod, engine, who string }
+	got := map[row]float64{}
+	var rules []string
+	measure := func(r row, tmplYAML []byte, constraint *unstructured.Unstructured, want int) {
+		b.Run(strings.Join([]string{r.rule, r.who, r.pod, r.engine}, "/"), func(b *testing.B) {
+			c := pack.NewClient(b, r.engine == "CEL")
+			tmpl, err := reader.ReadTemplate(scheme(b), fsOf(tmplYAML), "t.yaml")
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := c.AddTemplate(context.Background(), tmpl); err != nil {
+				b.Fatal(err)
+			}
+			pack.AddConstraint(b, c, constraint)
+			pod := samplePod(b, r.pod)
+			resp, err := c.Review(context.Background(), pod)
+			if err != nil || (want >= 0 && len(resp.Results()) != want) {
+				b.Fatalf("review: %v, %d violations, want %d", err, len(resp.Results()), want)
+			}
+			n := len(resp.Results())
+			b.ResetTimer()
+			for range b.N {
+				resp, err := c.Review(context.Background(), pod)
+				if err != nil || len(resp.Results()) != n {
+					b.Fatalf("review: %v", err)
+				}
+			}
+			us := float64(b.Elapsed().Microseconds()) / float64(b.N)
+			b.ReportMetric(us, "µs/review")
+			got[r] = us
+		})
+	}
+	for _, engine := range []string{"CEL", "Rego"} {
+		for _, pod := range []string{"unhealthy", "healthy"} {
+			u := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "constraints.gatekeeper.sh/v1beta1", "kind": "MoatFloor", "metadata": map[string]any{"name": "floor"}}}
+			measure(row{"(framework floor)", pod, engine, "moat"}, []byte(floorTemplate), u, 0)
+		}
+	}
+	files, _ := filepath.Glob(filepath.Join(pack.Root, "constraints", "defender", "*.yaml"))
+	for _, f := range files {
+		u := pack.ReadConstraint(b, f)
+		_ = unstructured.SetNestedField(u.Object, "deny", "spec", "enforcementAction")
+		kind := u.GetKind()
+		rules = append(rules, kind)
+		tmplYAML, err := os.ReadFile(filepath.Join(pack.Root, "templates", strings.ToLower(kind)+".yaml"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, engine := range []string{"CEL", "Rego"} {
+			for _, pod := range []string{"unhealthy", "healthy"} {
+				measure(row{kind, pod, engine, "moat"}, tmplYAML, u, -1)
+				cp, ok := counterparts[kind]
+				if library == "" || !ok {
+					continue
+				}
+				libYAML, err := os.ReadFile(filepath.Join(library, cp.dir, "template.yaml"))
+				if err != nil {
+					b.Fatalf("MOAT_GATEKEEPER_LIBRARY: %v", err)
+				}
+				var params map[string]any
+				if err := yaml.Unmarshal([]byte(cp.params), &params); err != nil {
+					b.Fatal(err)
+				}
+				lc := &unstructured.Unstructured{Object: map[string]any{
+					"apiVersion": "constraints.gatekeeper.sh/v1beta1", "kind": cp.kind,
+					"metadata": map[string]any{"name": "library"},
+					"spec":     map[string]any{"enforcementAction": "deny", "parameters": params},
+				}}
+				measure(row{kind, pod, engine, "library"}, libYAML, lc, -1)
+			}
+		}
+	}
+	sort.Strings(rules)
+	var out strings.Builder
+	tw := tabwriter.NewWriter(&out, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "µs per review, one constraint\tunhealthy CEL\tunhealthy Rego\thealthy CEL\thealthy Rego\t")
+	line := func(label, rule, who string) {
+		fmt.Fprintf(tw, "%s\t", label)
+		for _, pod := range []string{"unhealthy", "healthy"} {
+			for _, engine := range []string{"CEL", "Rego"} {
+				v := got[row{rule, pod, engine, who}]
+				if who == "library" {
+					fmt.Fprintf(tw, "%.0f (moat %.2f×)\t", v, got[row{rule, pod, engine, "moat"}]/v)
+				} else {
+					fmt.Fprintf(tw, "%.0f\t", v)
+				}
+			}
+		}
+		fmt.Fprintln(tw)
+	}
+	line("(framework floor)", "(framework floor)", "moat")
+	for _, r := range rules {
+		line(r, r, "moat")
+		if _, ok := counterparts[r]; ok && library != "" {
+			line("  gatekeeper-library", r, "library")
+		}
+	}
+	tw.Flush()
+	fmt.Print(out.String()) // after the sub-benchmarks: a table, not log lines
+}
+
+func scheme(b *testing.B) *runtime.Scheme {
+	s := runtime.NewScheme()
+	if err := apis.AddToScheme(s); err != nil {
+		b.Fatal(err)
+	}
+	return s
+}
+
+func fsOf(file []byte) fstest.MapFS { return fstest.MapFS{"t.yaml": {Data: file}} }
+
+// samplePod is Defender's unhealthy or healthy sample pod.
+func samplePod(b *testing.B, name string) *unstructured.Unstructured {
+	src := map[string]string{"unhealthy": unhealthyPod, "healthy": healthyPod}[name]
+	var pod unstructured.Unstructured
+	if err := yaml.Unmarshal([]byte(src), &pod.Object); err != nil {
+		b.Fatal(err)
+	}
+	return &pod
+}

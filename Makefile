@@ -11,7 +11,7 @@ FUZZTIME  ?= 100000x
 BENCHTIME ?= 5s
 HELM      := $(GO) tool -modfile=tools/helm/go.mod helm
 
-.PHONY: help deps build run run-check test unit e2e e2e-node fuzz lint policy chart-policy generate bench image clean
+.PHONY: help deps build run run-check test unit e2e e2e-node fuzz lint policy chart-policy generate bench bench-admission image clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -92,6 +92,10 @@ bench: build ## benchmarks with their figures (see README "Performance")
 	$(GO) test -run='^$$' -bench=SharedReport -benchtime=2000x -count=1 ./provider/internal/shared
 	./$(BIN) bench --duration $(BENCHTIME)
 	$(GO) test -run='^$$' -bench=DefenderSet -benchtime=3s -cpu 1 ./test/templates
+	$(GO) test -run='^$$' -bench='Templates|FrameworkFloor' -benchtime=1000x -cpu 1 ./test/templates
+
+bench-admission: deps ## admission latency and audit through a real API server and Gatekeeper (test/admission)
+	$(GO) test -run='^$$' -bench=. -benchtime=1x -timeout=60m ./test/admission
 
 image: ## container image (needs a Docker engine)
 	docker build --build-arg VERSION=$(VERSION) -t $(IMAGE) .

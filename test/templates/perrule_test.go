@@ -183,3 +183,52 @@ func samplePod(b *testing.B, name string) *unstructured.Unstructured {
 	}
 	return &pod
 }
+
+// BenchmarkFrameworkFloor is the figure docs/performance.md's decision on a
+// combined template rests on: 17 constraints that judge nothing, as 17
+// templates of one constraint each (as the Defender set is built) and as one
+// template with 17 constraints (what a combined template keeping one
+// constraint per recommendation would be), CEL and Rego.
+func BenchmarkFrameworkFloor(b *testing.B) {
+	const n = 17
+	for _, engine := range []string{"CEL", "Rego"} {
+		for _, oneKind := range []bool{false, true} {
+			shape := "17_templates_x_1_constraint"
+			if oneKind {
+				shape = "1_template_x_17_constraints"
+			}
+			b.Run(engine+"/"+shape, func(b *testing.B) {
+				c := pack.NewClient(b, engine == "CEL")
+				for i := range n {
+					kind := "MoatFloor"
+					if !oneKind {
+						kind = fmt.Sprintf("MoatFloor%d", i)
+					}
+					if i == 0 || kind != "MoatFloor" {
+						src := strings.NewReplacer("moatfloor", strings.ToLower(kind), "MoatFloor", kind).Replace(floorTemplate)
+						tmpl, err := reader.ReadTemplate(scheme(b), fsOf([]byte(src)), "t.yaml")
+						if err != nil {
+							b.Fatal(err)
+						}
+						if _, err := c.AddTemplate(context.Background(), tmpl); err != nil {
+							b.Fatal(err)
+						}
+					}
+					pack.AddConstraint(b, c, &unstructured.Unstructured{Object: map[string]any{
+						"apiVersion": "constraints.gatekeeper.sh/v1beta1", "kind": kind,
+						"metadata": map[string]any{"name": fmt.Sprintf("floor-%d", i)},
+						"spec":     map[string]any{"enforcementAction": "deny"},
+					}})
+				}
+				pod := samplePod(b, "unhealthy")
+				b.ResetTimer()
+				for range b.N {
+					if _, err := c.Review(context.Background(), pod); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N), "µs/review")
+			})
+		}
+	}
+}

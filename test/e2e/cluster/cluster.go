@@ -139,7 +139,8 @@ func (c *Cluster) start(ctx context.Context) error {
 		"--service-account-issuer=https://kubernetes.default.svc", "--service-account-key-file="+saKeyFile,
 		"--service-account-signing-key-file="+saKeyFile, "--service-cluster-ip-range=10.96.0.0/16",
 		// Privileged pods must reach Gatekeeper: its denial is under test.
-		"--allow-privileged=true", "--profiling=false", "--v=0")...)
+		// Profiling on, as by default: make bench-admission reads /debug/pprof.
+		"--allow-privileged=true", "--profiling=true", "--v=0")...)
 	if err != nil {
 		return err
 	}

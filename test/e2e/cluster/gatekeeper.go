@@ -23,14 +23,19 @@ type Gatekeeper struct {
 	// to external-data providers (so it has both usages).
 	CertDir string
 	URL     string // https://127.0.0.1:port
+	Metrics string // http://127.0.0.1:port/metrics: its Prometheus metrics
 }
 
 // GatekeeperOptions are the settings a test changes.
 type GatekeeperOptions struct {
 	// ProviderCacheTTL is --external-data-provider-response-cache-ttl.
 	ProviderCacheTTL time.Duration
-	// AuditInterval is --audit-interval.
+	// AuditInterval is --audit-interval; 0 turns audit off.
 	AuditInterval time.Duration
+	// NoVAP stops Gatekeeper from turning CEL templates into
+	// ValidatingAdmissionPolicies (and constraints into their bindings):
+	// its webhook then evaluates every constraint itself.
+	NoVAP bool
 }
 
 const gatekeeperNamespace = "gatekeeper-system"
@@ -98,6 +103,7 @@ func (c *Cluster) StartGatekeeper(ctx context.Context, opts GatekeeperOptions) (
 		return nil, err
 	}
 	g.URL = "https://" + loopback(port)
+	g.Metrics = "http://" + loopback(prom) + "/metrics"
 	args := []string{
 		"--operation=webhook", "--operation=mutation-webhook", "--operation=audit", "--operation=status",
 		"--operation=mutation-status", "--operation=generate",
@@ -117,6 +123,9 @@ func (c *Cluster) StartGatekeeper(ctx context.Context, opts GatekeeperOptions) (
 		// (its default); it waits 30s before binding them. Only that delay
 		// differs from the default.
 		"--default-wait-for-vapb-generation=1",
+	}
+	if opts.NoVAP {
+		args = append(args, "--default-create-vap-for-templates=false", "--default-create-vap-binding-for-constraints=false")
 	}
 	env := []string{"POD_NAMESPACE=" + gatekeeperNamespace, "KUBECONFIG=" + c.Kubeconfig}
 	if g.Proc, err = start(c.Dir, "gatekeeper", env, c.bins.Gatekeeper, args...); err != nil {

@@ -255,19 +255,7 @@ func (h *harness) install(b *testing.B) {
 		b.Fatal(err)
 	}
 
-	valuesFile := filepath.Join(h.dir, "values.yaml")
-	if err := os.WriteFile(valuesFile, []byte(values), 0o600); err != nil {
-		b.Fatal(err)
-	}
-	helm := exec.Command("go", "tool", "-modfile=tools/helm/go.mod", "helm", "template", "moat", "charts/moat",
-		"-n", "moat", "--kube-version", strings.TrimPrefix(h.cl.KubeVersion(), "v"), "-f", valuesFile)
-	helm.Dir = root
-	helm.Stderr = os.Stderr
-	rendered, err := helm.Output()
-	if err != nil {
-		b.Fatalf("helm template: %v", err)
-	}
-	objs, err := cluster.Decode(rendered)
+	objs, err := cluster.RenderChart(root, h.dir, h.cl.KubeVersion(), values)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -298,11 +286,7 @@ func (h *harness) install(b *testing.B) {
 		case !strings.HasSuffix(group, "gatekeeper.sh"):
 			// The provider's Deployment and Service: moat serve runs locally.
 		case o.GetKind() == "Provider":
-			path := "/validate"
-			if strings.HasSuffix(o.GetName(), "-mutate") {
-				path = "/mutate"
-			}
-			_ = unstructured.SetNestedField(o.Object, "https://"+addrs[0]+path, "spec", "url")
+			_ = unstructured.SetNestedField(o.Object, "https://"+addrs[0]+cluster.ProviderPath(o), "spec", "url")
 			_ = unstructured.SetNestedField(o.Object, base64.StdEncoding.EncodeToString(ca), "spec", "caBundle")
 			apply = append([]*unstructured.Unstructured{o}, apply...)
 		default:

@@ -277,19 +277,7 @@ func (e *e2e) startReplicaWith(t *testing.T, dir, name string, extra ...string) 
 func (e *e2e) install(t *testing.T, dir string, moatCA []byte) {
 	t.Helper()
 	ctx := context.Background()
-	valuesFile := filepath.Join(dir, "values.yaml")
-	if err := os.WriteFile(valuesFile, []byte(values), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	helm := exec.Command("go", "tool", "-modfile=tools/helm/go.mod", "helm", "template", "moat", "charts/moat",
-		"-n", "moat", "--kube-version", strings.TrimPrefix(e.cl.KubeVersion(), "v"), "-f", valuesFile)
-	helm.Dir = root
-	helm.Stderr = os.Stderr
-	rendered, err := helm.Output()
-	if err != nil {
-		t.Fatalf("helm template: %v", err)
-	}
-	objs, err := cluster.Decode(rendered)
+	objs, err := cluster.RenderChart(root, dir, e.cl.KubeVersion(), values)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -318,7 +306,7 @@ func (e *e2e) install(t *testing.T, dir string, moatCA []byte) {
 			// The provider's Deployment, Service, Secret, PDB: no kubelet
 			// here to run them; `moat serve` runs as a local process.
 		case o.GetKind() == "Provider":
-			must(t, unstructured.SetNestedField(o.Object, e.moatURL+providerPath(o), "spec", "url"))
+			must(t, unstructured.SetNestedField(o.Object, e.moatURL+cluster.ProviderPath(o), "spec", "url"))
 			must(t, unstructured.SetNestedField(o.Object, base64.StdEncoding.EncodeToString(moatCA), "spec", "caBundle"))
 			rest = append([]*unstructured.Unstructured{o}, rest...) // Providers first
 			e.providers = append(e.providers, o)
@@ -378,17 +366,6 @@ func (e *e2e) install(t *testing.T, dir string, moatCA []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-}
-
-// providerPath is the endpoint the chart's Provider p calls.
-func providerPath(p *unstructured.Unstructured) string {
-	switch {
-	case strings.HasSuffix(p.GetName(), "-mutate"):
-		return "/mutate"
-	case strings.HasSuffix(p.GetName(), "-nodes"):
-		return "/nodes"
-	}
-	return "/validate"
 }
 
 // waitStatus polls obj until check holds for its status.
@@ -940,7 +917,7 @@ func (e *e2e) waitEnforced(t *testing.T, c *unstructured.Unstructured) {
 func (e *e2e) pointProviders(t *testing.T, url string) {
 	t.Helper()
 	for _, p := range e.providers {
-		must(t, unstructured.SetNestedField(p.Object, url+providerPath(p), "spec", "url"))
+		must(t, unstructured.SetNestedField(p.Object, url+cluster.ProviderPath(p), "spec", "url"))
 		if _, err := e.apply.Apply(context.Background(), p); err != nil {
 			t.Fatal(err)
 		}

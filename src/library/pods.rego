@@ -10,10 +10,11 @@ params := review.params
 
 # A workload (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob)
 # is judged through its pod template, as Pod Security Admission reads it.
-workload_kinds := {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob"}
-
+#
+# The constants of this file are written inline, not as rules of their own:
+# OPA evaluates a rule again on every query, a literal it builds once.
 is_workload {
-	workload_kinds[review.object.kind]
+	{"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob"}[input.review.object.kind]
 }
 
 template_of(o) := t {
@@ -26,7 +27,7 @@ template_of(o) := t {
 	is_object(t)
 } else := {}
 
-pod_template := template_of(review.object) {
+pod_template := template_of(input.review.object) {
 	is_workload
 } else := {}
 
@@ -37,15 +38,14 @@ pod_metadata := m {
 	m := pod_template.metadata
 } else := m {
 	not is_workload
-	m := review.object.metadata
+	m := input.review.object.metadata
 } else := {}
 
 pod_spec := without_nulls(s) {
-	is_workload
-	s := pod_template.spec
-} else := without_nulls(s) {
 	not is_workload
-	s := review.object.spec
+	s := input.review.object.spec
+} else := without_nulls(s) {
+	s := pod_template.spec
 } else := {}
 
 # without_nulls(x) is object x less every field whose value is null: the API
@@ -54,8 +54,9 @@ pod_spec := without_nulls(s) {
 # rewrite of has() by src/gen.
 without_nulls(x) := x {
 	# The cheap test first: objects from the API server have no nulls.
+	# (sprintf of a value costs OPA half what json.marshal does.)
 	is_object(x)
-	not contains(json.marshal(x), "null")
+	not contains(sprintf("%v", [x]), "null")
 } else := json.remove(x, [pointer(p) | walk(x, [p, v]); v == null; is_string(p[count(p) - 1])]) {
 	is_object(x)
 } else := {}
@@ -109,36 +110,33 @@ significant_update {
 	not same_name[0] == object.get(e, "image", "")
 }
 
-# Subresources Pod Security Admission ignores: none of them changes the spec.
-ignored_subresources := {"exec", "attach", "binding", "eviction", "log", "portforward", "proxy", "status"}
-
-# judged: the review asks for a verdict. Not on DELETE, not for the ignored
-# subresources. A pod on CREATE and in audit; on UPDATE only when it is
+# judged: the review asks for a verdict. Not on DELETE, not for the
+# subresources Pod Security Admission ignores (none of them changes the
+# spec). A pod on CREATE and in audit; on UPDATE only when it is
 # significant. A workload only on an UPDATE that changes its pod template
 # (its CREATE is judged through Gatekeeper's expansion into a pod); the pod
 # Gatekeeper expands from a workload's UPDATE comes without an old object
 # and is not judged, since the workload's own review is.
 judged {
-	not review.is_delete
-	not ignored_subresources[object.get(input.review, "subResource", "")]
+	not {"exec", "attach", "binding", "eviction", "log", "portforward", "proxy", "status"}[object.get(input.review, "subResource", "")]
 	judged_operation
 }
 
 judged_operation {
-	is_workload
+	not {"UPDATE", "DELETE"}[object.get(input.review, "operation", "")]
+	not is_workload
+}
+
+judged_operation {
 	is_update
+	is_workload
 	pod_template != old_pod_template
 }
 
 judged_operation {
-	not is_workload
 	is_update
-	significant_update
-}
-
-judged_operation {
 	not is_workload
-	not input.review.operation == "UPDATE"
+	significant_update
 }
 
 # spec is the pod spec under review: empty unless judged.
@@ -151,7 +149,12 @@ spec := pod_spec {
 # excludedContainers (names) and excludedImages (exact, or a prefix when the
 # entry ends in "*"). Ephemeral containers count: kubectl debug adds them
 # with an UPDATE of pods/ephemeralcontainers.
-all_checked := [c | c := array.concat(array.concat(list(pod_spec, "containers"), list(pod_spec, "initContainers")), list(pod_spec, "ephemeralContainers"))[_]; not excluded(c)]
+all_checked := containers {
+	not input.parameters.excludedContainers
+	not input.parameters.excludedImages
+} else := [c | c := containers[_]; not excluded(c)]
+
+containers := [c | l := pod_spec[["containers", "initContainers", "ephemeralContainers"][_]]; is_array(l); c := l[_]]
 
 # checked is all_checked when the review is judged, else empty.
 checked := all_checked {
@@ -170,17 +173,17 @@ fresh := [c | c := all_checked[_]; not old_images[object.get(c, "image", "")]] {
 old_images := {object.get(c, "image", "") | name := ["containers", "initContainers", "ephemeralContainers"][_]; c := list(old_pod_spec, name)[_]}
 
 excluded(c) {
-	c.name == params.excludedContainers[_]
+	c.name == input.parameters.excludedContainers[_]
 }
 
 excluded(c) {
-	e := params.excludedImages[_]
+	e := input.parameters.excludedImages[_]
 	not endswith(e, "*")
 	c.image == e
 }
 
 excluded(c) {
-	e := params.excludedImages[_]
+	e := input.parameters.excludedImages[_]
 	endswith(e, "*")
 	startswith(c.image, trim_suffix(e, "*"))
 }

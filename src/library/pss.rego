@@ -8,7 +8,7 @@ package lib.moat.pss
 import data.lib.moat.pods
 
 version := v {
-	v := pods.params.version
+	v := input.parameters.version
 	v != null
 } else := "latest"
 

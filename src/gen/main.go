@@ -314,6 +314,7 @@ func build(root, dir string) ([]byte, string, error) {
 		cel.Validations[i].Expression = gate + " || (" + strings.TrimSpace(cel.Validations[i].Expression) + ")"
 	}
 	nullIsAbsent(&cel)
+	pruneVariables(&cel)
 	var t template
 	t.APIVersion = "templates.gatekeeper.sh/v1"
 	t.Kind = "ConstraintTemplate"
@@ -470,6 +471,41 @@ func nullIsAbsent(cel *celSource) {
 		cel.Validations[i].Expression = fix(cel.Validations[i].Expression)
 		cel.Validations[i].MessageExpression = fix(cel.Validations[i].MessageExpression)
 	}
+}
+
+// variableRef is a reference to a CEL variable in an expression.
+var variableRef = regexp.MustCompile(`variables\.([A-Za-z_][A-Za-z0-9_]*)`)
+
+// pruneVariables drops the variables no validation reads, directly or
+// through another variable: the shared preamble declares more than most
+// templates use, and Gatekeeper and the API server pay for every variable
+// a policy declares on every review, read or not (docs/performance.md).
+func pruneVariables(cel *celSource) {
+	used := map[string]bool{}
+	var mark func(expr string)
+	byName := map[string]string{}
+	for _, v := range cel.Variables {
+		byName[v.Name] = v.Expression
+	}
+	mark = func(expr string) {
+		for _, m := range variableRef.FindAllStringSubmatch(expr, -1) {
+			if !used[m[1]] {
+				used[m[1]] = true
+				mark(byName[m[1]])
+			}
+		}
+	}
+	for _, v := range cel.Validations {
+		mark(v.Expression)
+		mark(v.MessageExpression)
+	}
+	kept := cel.Variables[:0]
+	for _, v := range cel.Variables {
+		if used[v.Name] {
+			kept = append(kept, v)
+		}
+	}
+	cel.Variables = kept
 }
 
 // guardViolations makes guard the first condition of every violation rule,

@@ -247,7 +247,7 @@ func build(root, dir string) ([]byte, string, error) {
 		if !src.Pod {
 			return nil, "", fmt.Errorf("template.yaml: podSecurity needs pod: true")
 		}
-		rego = append(rego, []byte("\nviolation[{\"msg\": \""+versionRefused+"\"}] {\n\tdata.lib.moat.pss.minor < 0\n}\n")...)
+		rego = append(rego, []byte("\nviolation[{\"msg\": \""+versionRefused+"\"}] {\n\tdata.lib.moat.pss.malformed\n}\n")...)
 	}
 	if src.Pod {
 		guard := "pods.judged"

@@ -129,12 +129,15 @@ judged_operation {
 
 judged_operation {
 	is_update
+	judged_update
+}
+
+judged_update {
 	is_workload
 	pod_template != old_pod_template
 }
 
-judged_operation {
-	is_update
+judged_update {
 	not is_workload
 	significant_update
 }

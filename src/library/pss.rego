@@ -13,13 +13,26 @@ version := v {
 } else := "latest"
 
 # minor: N of version "v1.N"; "latest", the default, is newer than any
-# release; -1 when version is malformed, which src/gen makes a violation.
+# release; -1 when version is malformed (malformed, below).
 minor := 1000000 {
 	version == "latest"
 } else := to_number(substring(version, 3, -1)) {
-	is_string(version)
-	regex.match(`^v1[.](0|[1-9][0-9]{0,4})$`, version)
+	valid_release(version)
 } else := -1
+
+# malformed: version is neither "latest" nor "v1.N" (minor is -1). A rule of
+# its own so the common case, no version given, costs one lookup.
+malformed {
+	v := input.parameters.version
+	v != null
+	v != "latest"
+	not valid_release(v)
+}
+
+valid_release(v) {
+	is_string(v)
+	regex.match(`^v1[.](0|[1-9][0-9]{0,4})$`, v)
+}
 
 # windows_exempt: the constraint exempts Windows pods (exemptWindowsPods), as
 # Pod Security Admission's restricted level does from 1.25 for some controls.

@@ -10,9 +10,11 @@ import (
 	"testing"
 	"testing/fstest"
 	"text/tabwriter"
+	"time"
 
 	"github.com/moat-dev/moat/test/pack"
 	"github.com/open-policy-agent/gatekeeper/v3/apis"
+	"github.com/open-policy-agent/gatekeeper/v3/pkg/gator"
 	"github.com/open-policy-agent/gatekeeper/v3/pkg/gator/reader"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -58,47 +60,68 @@ spec:
 // BenchmarkTemplates reviews each sample pod against one constraint at a
 // time, each of the Defender set with its template alone, as Gatekeeper
 // runs it (CEL where the template has it) and with Rego only, on one
-// goroutine. It prints µs per review beside the framework's floor and,
-// where a library checkout is named, beside gatekeeper-library's template
-// for the same rule.
+// goroutine. It prints µs per review beside the framework's floor and, when
+// named, beside the same rule's template from two other sources:
+// MOAT_TEMPLATES_BASELINE, a directory of Moat templates of another version
+// (a before/after comparison), and MOAT_GATEKEEPER_LIBRARY,
+// gatekeeper-library's checkout. The templates compared are reviewed in
+// turns of 100 within one sub-benchmark, so a machine that speeds up or
+// slows down during the run moves them alike.
 func BenchmarkTemplates(b *testing.B) {
 	library := os.Getenv("MOAT_GATEKEEPER_LIBRARY")
+	baseline := os.Getenv("MOAT_TEMPLATES_BASELINE")
 	type row struct{ rule, pod, engine, who string }
 	got := map[row]float64{}
 	var rules []string
-	measure := func(r row, tmplYAML []byte, constraint *unstructured.Unstructured, want int) {
-		b.Run(strings.Join([]string{r.rule, r.who, r.pod, r.engine}, "/"), func(b *testing.B) {
-			c := pack.NewClient(b, r.engine == "CEL")
-			tmpl, err := reader.ReadTemplate(scheme(b), fsOf(tmplYAML), "t.yaml")
-			if err != nil {
-				b.Fatal(err)
+	type candidate struct {
+		who        string
+		tmplYAML   []byte
+		constraint *unstructured.Unstructured
+	}
+	measure := func(rule, pod, engine string, cands []candidate) {
+		b.Run(strings.Join([]string{rule, pod, engine}, "/"), func(b *testing.B) {
+			review := samplePod(b, pod)
+			clients := make([]gator.Client, len(cands))
+			for i, cand := range cands {
+				c := pack.NewClient(b, engine == "CEL")
+				tmpl, err := reader.ReadTemplate(scheme(b), fsOf(cand.tmplYAML), "t.yaml")
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := c.AddTemplate(context.Background(), tmpl); err != nil {
+					b.Fatal(err)
+				}
+				pack.AddConstraint(b, c, cand.constraint)
+				if _, err := c.Review(context.Background(), review); err != nil {
+					b.Fatalf("%s: review: %v", cand.who, err)
+				}
+				clients[i] = c
 			}
-			if _, err := c.AddTemplate(context.Background(), tmpl); err != nil {
-				b.Fatal(err)
-			}
-			pack.AddConstraint(b, c, constraint)
-			pod := samplePod(b, r.pod)
-			resp, err := c.Review(context.Background(), pod)
-			if err != nil || (want >= 0 && len(resp.Results()) != want) {
-				b.Fatalf("review: %v, %d violations, want %d", err, len(resp.Results()), want)
-			}
-			n := len(resp.Results())
+			const turn = 100
+			spent := make([]time.Duration, len(cands))
 			b.ResetTimer()
-			for range b.N {
-				resp, err := c.Review(context.Background(), pod)
-				if err != nil || len(resp.Results()) != n {
-					b.Fatalf("review: %v", err)
+			for done := 0; done < b.N; done += turn {
+				for i, c := range clients {
+					start := time.Now()
+					for range min(turn, b.N-done) {
+						if _, err := c.Review(context.Background(), review); err != nil {
+							b.Fatalf("%s: review: %v", cands[i].who, err)
+						}
+					}
+					spent[i] += time.Since(start)
 				}
 			}
-			us := float64(b.Elapsed().Microseconds()) / float64(b.N)
-			b.ReportMetric(us, "µs/review")
-			got[r] = us
+			for i, cand := range cands {
+				us := float64(spent[i].Microseconds()) / float64(b.N)
+				b.ReportMetric(us, cand.who+"-µs/review")
+				got[row{rule, pod, engine, cand.who}] = us
+			}
 		})
 	}
+	floor := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "constraints.gatekeeper.sh/v1beta1", "kind": "MoatFloor", "metadata": map[string]any{"name": "floor"}}}
 	for _, engine := range []string{"CEL", "Rego"} {
 		for _, pod := range []string{"unhealthy", "healthy"} {
-			u := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "constraints.gatekeeper.sh/v1beta1", "kind": "MoatFloor", "metadata": map[string]any{"name": "floor"}}}
-			measure(row{"(framework floor)", pod, engine, "moat"}, []byte(floorTemplate), u, 0)
+			measure("(framework floor)", pod, engine, []candidate{{"moat", []byte(floorTemplate), floor}})
 		}
 	}
 	files, _ := filepath.Glob(filepath.Join(pack.Root, "constraints", "defender", "*.yaml"))
@@ -107,31 +130,25 @@ func BenchmarkTemplates(b *testing.B) {
 		_ = unstructured.SetNestedField(u.Object, "deny", "spec", "enforcementAction")
 		kind := u.GetKind()
 		rules = append(rules, kind)
-		tmplYAML, err := os.ReadFile(filepath.Join(pack.Root, "templates", strings.ToLower(kind)+".yaml"))
-		if err != nil {
-			b.Fatal(err)
+		file := strings.ToLower(kind) + ".yaml"
+		cands := []candidate{{"moat", readFile(b, filepath.Join(pack.Root, "templates", file)), u}}
+		if baseline != "" {
+			cands = append(cands, candidate{"baseline", readFile(b, filepath.Join(baseline, file)), u})
+		}
+		if cp, ok := counterparts[kind]; ok && library != "" {
+			var params map[string]any
+			if err := yaml.Unmarshal([]byte(cp.params), &params); err != nil {
+				b.Fatal(err)
+			}
+			cands = append(cands, candidate{"library", readFile(b, filepath.Join(library, cp.dir, "template.yaml")), &unstructured.Unstructured{Object: map[string]any{
+				"apiVersion": "constraints.gatekeeper.sh/v1beta1", "kind": cp.kind,
+				"metadata": map[string]any{"name": "library"},
+				"spec":     map[string]any{"enforcementAction": "deny", "parameters": params},
+			}}})
 		}
 		for _, engine := range []string{"CEL", "Rego"} {
 			for _, pod := range []string{"unhealthy", "healthy"} {
-				measure(row{kind, pod, engine, "moat"}, tmplYAML, u, -1)
-				cp, ok := counterparts[kind]
-				if library == "" || !ok {
-					continue
-				}
-				libYAML, err := os.ReadFile(filepath.Join(library, cp.dir, "template.yaml"))
-				if err != nil {
-					b.Fatalf("MOAT_GATEKEEPER_LIBRARY: %v", err)
-				}
-				var params map[string]any
-				if err := yaml.Unmarshal([]byte(cp.params), &params); err != nil {
-					b.Fatal(err)
-				}
-				lc := &unstructured.Unstructured{Object: map[string]any{
-					"apiVersion": "constraints.gatekeeper.sh/v1beta1", "kind": cp.kind,
-					"metadata": map[string]any{"name": "library"},
-					"spec":     map[string]any{"enforcementAction": "deny", "parameters": params},
-				}}
-				measure(row{kind, pod, engine, "library"}, libYAML, lc, -1)
+				measure(kind, pod, engine, cands)
 			}
 		}
 	}
@@ -144,7 +161,7 @@ func BenchmarkTemplates(b *testing.B) {
 		for _, pod := range []string{"unhealthy", "healthy"} {
 			for _, engine := range []string{"CEL", "Rego"} {
 				v := got[row{rule, pod, engine, who}]
-				if who == "library" {
+				if who != "moat" {
 					fmt.Fprintf(tw, "%.0f (moat %.2f×)\t", v, got[row{rule, pod, engine, "moat"}]/v)
 				} else {
 					fmt.Fprintf(tw, "%.0f\t", v)
@@ -156,12 +173,23 @@ func BenchmarkTemplates(b *testing.B) {
 	line("(framework floor)", "(framework floor)", "moat")
 	for _, r := range rules {
 		line(r, r, "moat")
+		if baseline != "" {
+			line("  baseline", r, "baseline")
+		}
 		if _, ok := counterparts[r]; ok && library != "" {
 			line("  gatekeeper-library", r, "library")
 		}
 	}
 	tw.Flush()
 	fmt.Print(out.String()) // after the sub-benchmarks: a table, not log lines
+}
+
+func readFile(b *testing.B, path string) []byte {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return data
 }
 
 func scheme(b *testing.B) *runtime.Scheme {

@@ -117,6 +117,10 @@ significant_update {
 # (its CREATE is judged through Gatekeeper's expansion into a pod); the pod
 # Gatekeeper expands from a workload's UPDATE comes without an old object
 # and is not judged, since the workload's own review is.
+#
+# The object.get calls stay: "not S[input.review.subResource]" is false when
+# the review has no subResource (audit, gator), since OPA evaluates the
+# undefined reference outside the negation.
 judged {
 	not {"exec", "attach", "binding", "eviction", "log", "portforward", "proxy", "status"}[object.get(input.review, "subResource", "")]
 	judged_operation

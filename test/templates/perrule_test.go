@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/moat-dev/moat/test/pack"
+	"github.com/open-policy-agent/frameworks/constraint/pkg/core/templates"
 	"github.com/open-policy-agent/gatekeeper/v3/apis"
 	"github.com/open-policy-agent/gatekeeper/v3/pkg/gator"
 	"github.com/open-policy-agent/gatekeeper/v3/pkg/gator/reader"
@@ -75,7 +76,7 @@ func BenchmarkTemplates(b *testing.B) {
 	var rules []string
 	type candidate struct {
 		who        string
-		tmplYAML   []byte
+		tmpl       *templates.ConstraintTemplate
 		constraint *unstructured.Unstructured
 	}
 	measure := func(rule, pod, engine string, cands []candidate) {
@@ -84,11 +85,7 @@ func BenchmarkTemplates(b *testing.B) {
 			clients := make([]gator.Client, len(cands))
 			for i, cand := range cands {
 				c := pack.NewClient(b, engine == "CEL")
-				tmpl, err := reader.ReadTemplate(scheme(b), fsOf(cand.tmplYAML), "t.yaml")
-				if err != nil {
-					b.Fatal(err)
-				}
-				if _, err := c.AddTemplate(context.Background(), tmpl); err != nil {
+				if _, err := c.AddTemplate(context.Background(), cand.tmpl); err != nil {
 					b.Fatal(err)
 				}
 				pack.AddConstraint(b, c, cand.constraint)
@@ -118,10 +115,14 @@ func BenchmarkTemplates(b *testing.B) {
 			}
 		})
 	}
+	floorTmpl, err := reader.ReadTemplate(scheme(b), fsOf([]byte(floorTemplate)), "t.yaml")
+	if err != nil {
+		b.Fatal(err)
+	}
 	floor := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "constraints.gatekeeper.sh/v1beta1", "kind": "MoatFloor", "metadata": map[string]any{"name": "floor"}}}
 	for _, engine := range []string{"CEL", "Rego"} {
 		for _, pod := range []string{"unhealthy", "healthy"} {
-			measure("(framework floor)", pod, engine, []candidate{{"moat", []byte(floorTemplate), floor}})
+			measure("(framework floor)", pod, engine, []candidate{{"moat", floorTmpl, floor}})
 		}
 	}
 	files, _ := filepath.Glob(filepath.Join(pack.Root, "constraints", "defender", "*.yaml"))
@@ -131,16 +132,16 @@ func BenchmarkTemplates(b *testing.B) {
 		kind := u.GetKind()
 		rules = append(rules, kind)
 		file := strings.ToLower(kind) + ".yaml"
-		cands := []candidate{{"moat", readFile(b, filepath.Join(pack.Root, "templates", file)), u}}
+		cands := []candidate{{"moat", pack.ReadTemplate(b, filepath.Join(pack.Root, "templates", file)), u}}
 		if baseline != "" {
-			cands = append(cands, candidate{"baseline", readFile(b, filepath.Join(baseline, file)), u})
+			cands = append(cands, candidate{"baseline", pack.ReadTemplate(b, filepath.Join(baseline, file)), u})
 		}
 		if cp, ok := counterparts[kind]; ok && library != "" {
 			var params map[string]any
 			if err := yaml.Unmarshal([]byte(cp.params), &params); err != nil {
 				b.Fatal(err)
 			}
-			cands = append(cands, candidate{"library", readFile(b, filepath.Join(library, cp.dir, "template.yaml")), &unstructured.Unstructured{Object: map[string]any{
+			cands = append(cands, candidate{"library", pack.ReadTemplate(b, filepath.Join(library, cp.dir, "template.yaml")), &unstructured.Unstructured{Object: map[string]any{
 				"apiVersion": "constraints.gatekeeper.sh/v1beta1", "kind": cp.kind,
 				"metadata": map[string]any{"name": "library"},
 				"spec":     map[string]any{"enforcementAction": "deny", "parameters": params},
@@ -182,14 +183,6 @@ func BenchmarkTemplates(b *testing.B) {
 	}
 	tw.Flush()
 	fmt.Print(out.String()) // after the sub-benchmarks: a table, not log lines
-}
-
-func readFile(b *testing.B, path string) []byte {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return data
 }
 
 func scheme(b *testing.B) *runtime.Scheme {

@@ -481,12 +481,12 @@ var variableRef = regexp.MustCompile(`variables\.([A-Za-z_][A-Za-z0-9_]*)`)
 // templates use, and Gatekeeper and the API server pay for every variable
 // a policy declares on every review, read or not (docs/performance.md).
 func pruneVariables(cel *celSource) {
-	used := map[string]bool{}
-	var mark func(expr string)
 	byName := map[string]string{}
 	for _, v := range cel.Variables {
 		byName[v.Name] = v.Expression
 	}
+	used := map[string]bool{}
+	var mark func(expr string)
 	mark = func(expr string) {
 		for _, m := range variableRef.FindAllStringSubmatch(expr, -1) {
 			if !used[m[1]] {
